@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.tiers import Tier
+
+TeamId = str
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TeamCreate(Strict):
+    id: str = Field(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+    name: str = Field(min_length=1, max_length=200)
+
+
+class TeamPatch(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    max_concurrent: int | None = Field(default=None, ge=0, le=100_000)
+    max_concurrent_per_owner: int | None = Field(default=None, ge=0, le=100_000)
+    max_tier: Tier | None = None
+    max_credits_per_hour: Decimal | None = Field(default=None, ge=0, le=10_000_000)
+    guaranteed: int | None = Field(default=None, ge=0, le=100_000)
+    monthly_budget_credits: Decimal | None = Field(default=None, ge=0, le=10**12)
+    budget_policy: Literal["block", "hibernate"] | None = None
+    budget_soft_threshold: Decimal | None = Field(default=None, gt=0, le=1)
+
+
+class TeamOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    created_at: datetime
+    max_concurrent: int | None
+    max_concurrent_per_owner: int | None
+    max_tier: str | None
+    max_credits_per_hour: Decimal | None
+    guaranteed: int
+    monthly_budget_credits: Decimal | None
+    budget_policy: str
+    budget_soft_threshold: Decimal | None
+
+
+class KeyCreate(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[str] = Field(min_length=1, max_length=10)
+    owner: str | None = Field(default=None, min_length=1, max_length=200)
+    expires_at: datetime | None = None
+
+
+class KeyRotate(Strict):
+    overlap_seconds: int = Field(default=3600, ge=0, le=30 * 86400)
+
+
+class KeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    team_id: str | None
+    name: str
+    scopes: list[str]
+    owner: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    rotated_from: str | None
+
+
+class IssuedKeyOut(KeyOut):
+    key: str = Field(description="The secret key. It is shown only in this answer.")

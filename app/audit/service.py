@@ -1,0 +1,39 @@
+"""The audit log: one row per mutating call and per automatic transition.
+
+Rows are written in the same transaction as the change they describe, so a change without
+its audit row (or the reverse) cannot be committed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import context
+from app.models import AuditEntry
+
+
+async def record(
+    session: AsyncSession,
+    *,
+    actor: str | None,
+    action: str,
+    team_id: str | None,
+    target: str | None,
+    cause: str = "api",
+    outcome: str = "ok",
+    detail: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        AuditEntry(
+            actor=actor,
+            team_id=team_id,
+            action=action,
+            target=target,
+            cause=cause,
+            request_id=context.request_id.get(),
+            outcome=outcome,
+            detail=detail or {},
+        )
+    )
+    await session.flush()

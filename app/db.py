@@ -1,0 +1,125 @@
+"""The database: engine and session factory, the embedded Postgres, and migrations.
+
+Corral runs on Postgres only. Without `CORRAL_DATABASE_URL` it starts an embedded Postgres
+(the `pgserver` package) under `data_dir`, so a fresh machine needs no database set-up.
+The schema comes from the Alembic migrations alone, never from `create_all`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def embedded_url(data_dir: Path) -> str:
+    """Start (or reuse) the embedded Postgres under data_dir and return its asyncpg URL."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset; harmless for a local server.
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        data_dir = data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        server = pgserver.get_server(  # type: ignore[attr-defined]
+            str(data_dir / "pg"), cleanup_mode=None
+        )
+    # pgserver listens on a unix socket in its data directory.
+    socket_dir = str(data_dir / "pg")
+    log.info("embedded postgres running", extra={"socket_dir": socket_dir})
+    del server
+    return f"postgresql+asyncpg://postgres@/postgres?host={socket_dir}"
+
+
+def async_url(url: str) -> str:
+    """Normalise any postgres URL to the asyncpg driver."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg"):
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    if parsed.drivername != "postgresql+asyncpg":
+        raise ValueError(f"Corral needs a postgres URL, not {parsed.drivername}")
+    return parsed.render_as_string(hide_password=False)
+
+
+def database_url(settings: Settings) -> str:
+    if settings.database_url is not None:
+        return async_url(settings.database_url.get_secret_value())
+    return embedded_url(settings.data_dir)
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        # Short statements only: nothing in Corral should hold a connection for long.
+        connect_args={"server_settings": {"application_name": "corral"}},
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One short unit of work: commits on success, rolls back on any error."""
+    async with sessions() as session, session.begin():
+        yield session
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # Alembic's config is ConfigParser-based: escape % in passwords.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def _upgrade(connection: Connection, url: str) -> None:
+    config = alembic_config(url)
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Bring the schema to head. Safe to run from several replicas: Alembic's own transaction
+    plus an advisory lock serialise concurrent upgrades."""
+    url = engine.url.render_as_string(hide_password=False)
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(724001)")
+        await conn.run_sync(_upgrade, url)
+
+
+async def migrations_current(engine: AsyncEngine) -> bool:
+    head = ScriptDirectory.from_config(alembic_config("postgresql://")).get_current_head()
+    async with engine.connect() as conn:
+        current = await conn.run_sync(_current_revision)
+    return current == head

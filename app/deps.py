@@ -1,0 +1,85 @@
+"""FastAPI dependencies, as `Annotated` aliases so handlers read like prose."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.errors import Forbidden, Unauthorized
+from app.identity import service as identity_service
+from app.identity.actor import Actor
+from app.runtime import Runtime
+from app.settings import Settings
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_settings(runtime: RuntimeDep) -> Settings:
+    return runtime.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_sessions(runtime: RuntimeDep) -> async_sessionmaker[AsyncSession]:
+    return runtime.sessions
+
+
+SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]
+
+
+async def get_session(sessions: SessionsDep) -> AsyncIterator[AsyncSession]:
+    """The request is the unit of work: commit on success, roll back on any error."""
+    async with sessions() as session, session.begin():
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(
+            "An API key is required: Authorization: Bearer <key>.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return token.strip()
+
+
+async def authenticate(request: Request, runtime: RuntimeDep) -> Actor:
+    token = _bearer(request)
+    admin_key = runtime.settings.admin_key
+    async with runtime.sessions() as session, session.begin():
+        actor = await identity_service.authenticate(
+            session, token, env_admin_key=admin_key.get_secret_value() if admin_key else None
+        )
+    request.state.actor = actor
+    return actor
+
+
+CurrentActor = Annotated[Actor, Depends(authenticate)]
+
+
+def require(scope: str) -> Callable[[Actor], Coroutine[Any, Any, Actor]]:
+    async def check(actor: CurrentActor) -> Actor:
+        if not actor.has(scope):
+            raise Forbidden(f"This key lacks the {scope!r} scope.", kind="missing-scope")
+        return actor
+
+    return check
+
+
+AdminActor = Annotated[Actor, Depends(require("admin"))]
+SandboxReader = Annotated[Actor, Depends(require("sandboxes:read"))]
+SandboxWriter = Annotated[Actor, Depends(require("sandboxes:write"))]

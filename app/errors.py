@@ -1,0 +1,180 @@
+"""Errors that Corral answers with, rendered as RFC 9457 `application/problem+json`.
+
+Services raise `AppError` subclasses; one set of handlers (installed by `install_handlers`)
+renders them, FastAPI's validation errors and Starlette's HTTP errors in the same shape, so a
+client parses exactly one error format.
+
+    AppError
+    ├── BadRequest            400
+    ├── Unauthorized          401
+    ├── PaymentRequired       402  (budget exhausted)
+    ├── Forbidden             403
+    ├── NotFound              404
+    ├── Conflict              409
+    ├── PayloadTooLarge       413
+    ├── Unprocessable         422
+    ├── TooManyRequests       429  (always with Retry-After)
+    ├── BadGateway            502  (the upstream failed; Retry-After)
+    └── ServiceUnavailable    503  (the upstream is unreachable or overloaded; Retry-After)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://corral.dev/problems/"
+
+
+class AppError(Exception):
+    status: int = 500
+    kind: str = "internal"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        kind: str | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = dict(extra or {})
+        self.headers = dict(headers or {})
+        if kind is not None:
+            self.kind = kind
+
+
+class BadRequest(AppError):
+    status, kind = 400, "bad-request"
+
+
+class Unauthorized(AppError):
+    status, kind = 401, "unauthorized"
+
+
+class PaymentRequired(AppError):
+    status, kind = 402, "budget-exhausted"
+
+
+class Forbidden(AppError):
+    status, kind = 403, "forbidden"
+
+
+class NotFound(AppError):
+    status, kind = 404, "not-found"
+
+
+class Conflict(AppError):
+    status, kind = 409, "conflict"
+
+
+class PayloadTooLarge(AppError):
+    status, kind = 413, "payload-too-large"
+
+
+class Unprocessable(AppError):
+    status, kind = 422, "unprocessable"
+
+
+class _Retryable(AppError):
+    """An error the client may retry; it always carries Retry-After (whole seconds)."""
+
+    def __init__(self, detail: str, *, retry_after: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.headers.setdefault("Retry-After", str(max(1, math.ceil(retry_after))))
+
+
+class TooManyRequests(_Retryable):
+    status, kind = 429, "too-many-requests"
+
+
+class BadGateway(_Retryable):
+    status, kind = 502, "upstream-failed"
+
+
+class ServiceUnavailable(_Retryable):
+    status, kind = 503, "upstream-unavailable"
+
+
+def problem_response(
+    status: int,
+    *,
+    kind: str,
+    detail: str,
+    extra: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    instance: str | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + kind,
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if instance is not None:
+        body["instance"] = instance
+    body.update(extra or {})
+    return JSONResponse(
+        body, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_JSON
+    )
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Echo where and what, never the offending input: it may be large or hold secrets.
+    return [
+        {
+            "loc": [str(part) for part in err.get("loc", ())],
+            "msg": err.get("msg", ""),
+            "type": err.get("type", ""),
+        }
+        for err in exc.errors()
+    ]
+
+
+def install_handlers(app: FastAPI) -> None:
+    async def on_app_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AppError)
+        return problem_response(
+            exc.status,
+            kind=exc.kind,
+            detail=exc.detail,
+            extra=exc.extra,
+            headers=exc.headers,
+            instance=request.url.path,
+        )
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return problem_response(
+            422,
+            kind="validation",
+            detail="The request is not valid.",
+            extra={"errors": _validation_errors(exc)},
+            instance=request.url.path,
+        )
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        kinds = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized"}
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        return problem_response(
+            exc.status_code,
+            kind=kinds.get(exc.status_code, "http-error"),
+            detail=detail,
+            headers=exc.headers,
+            instance=request.url.path,
+        )
+
+    app.add_exception_handler(AppError, on_app_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -1,0 +1,186 @@
+"""Teams and API keys.
+
+Invariants: a team id is a slug; a key belongs to one team (or is an admin key with no team);
+a key's secret exists only in the creation answer, the database keeps its SHA-256; a revoked or
+expired key authenticates nothing from the next request on (no cache holds keys).
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict, NotFound, Unauthorized, Unprocessable
+from app.identity import keys
+from app.identity.actor import Actor
+from app.models import ApiKey, Sandbox, Team
+
+# last_used_at is a hint, not a log: write it at most this often per key.
+_LAST_USED_RESOLUTION = timedelta(seconds=60)
+ENV_ADMIN_KEY_ID = "env-admin"
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    row: ApiKey
+    token: str
+
+
+async def create_team(session: AsyncSession, *, team_id: str, name: str) -> Team:
+    if await session.get(Team, team_id) is not None:
+        raise Conflict(f"Team {team_id!r} already exists.", kind="team-exists")
+    team = Team(id=team_id, name=name)
+    session.add(team)
+    await session.flush()
+    await session.refresh(team)
+    return team
+
+
+async def get_team(session: AsyncSession, team_id: str) -> Team:
+    team = await session.get(Team, team_id)
+    if team is None or team.deleted_at is not None:
+        raise NotFound(f"Team {team_id!r} does not exist.")
+    return team
+
+
+async def list_teams(session: AsyncSession) -> list[Team]:
+    rows = await session.scalars(select(Team).where(Team.deleted_at.is_(None)).order_by(Team.id))
+    return list(rows)
+
+
+async def delete_team(session: AsyncSession, team_id: str) -> None:
+    """Delete a team that has no live sandbox; its keys are revoked, its records kept."""
+    team = await get_team(session, team_id)
+    live = await session.scalar(
+        select(Sandbox.id)
+        .where(Sandbox.team_id == team_id, Sandbox.state.not_in(("deleted", "failed")))
+        .limit(1)
+    )
+    if live is not None:
+        raise Conflict(
+            f"Team {team_id!r} still has sandboxes; delete them first.", kind="team-not-empty"
+        )
+    now = datetime.now(UTC)
+    team.deleted_at = now
+    await session.execute(
+        update(ApiKey)
+        .where(ApiKey.team_id == team_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    await session.flush()
+
+
+async def issue_key(
+    session: AsyncSession,
+    *,
+    team_id: str | None,
+    name: str,
+    scopes: list[str],
+    owner: str | None = None,
+    expires_at: datetime | None = None,
+    is_admin: bool = False,
+    rotated_from: str | None = None,
+) -> IssuedKey:
+    unknown = set(scopes) - keys.SCOPES
+    if unknown:
+        raise Unprocessable(f"Unknown scopes: {sorted(unknown)}.", kind="unknown-scope")
+    if "admin" in scopes and not is_admin:
+        raise Unprocessable("Team keys cannot hold the admin scope.", kind="unknown-scope")
+    if expires_at is not None and expires_at <= datetime.now(UTC):
+        raise Unprocessable("expires_at must be in the future.", kind="invalid-expiry")
+    new = keys.generate()
+    row = ApiKey(
+        id=new.key_id,
+        team_id=team_id,
+        name=name,
+        secret_sha256=new.digest,
+        scopes=sorted(set(scopes)),
+        is_admin=is_admin,
+        owner=owner,
+        expires_at=expires_at,
+        rotated_from=rotated_from,
+    )
+    session.add(row)
+    await session.flush()
+    await session.refresh(row)
+    return IssuedKey(row=row, token=new.token)
+
+
+async def list_keys(session: AsyncSession, team_id: str) -> list[ApiKey]:
+    rows = await session.scalars(
+        select(ApiKey).where(ApiKey.team_id == team_id).order_by(ApiKey.created_at, ApiKey.id)
+    )
+    return list(rows)
+
+
+async def revoke_key(session: AsyncSession, key_id: str) -> ApiKey:
+    row = await session.get(ApiKey, key_id)
+    if row is None:
+        raise NotFound(f"Key {key_id!r} does not exist.")
+    if row.revoked_at is None:
+        row.revoked_at = datetime.now(UTC)
+        await session.flush()
+    return row
+
+
+async def rotate_key(session: AsyncSession, key_id: str, *, overlap: timedelta) -> IssuedKey:
+    """Issue a successor with the same team, scopes and owner; the old key keeps working for
+    `overlap`, so deployments can roll over without an outage."""
+    old = await session.get(ApiKey, key_id)
+    if old is None or old.revoked_at is not None:
+        raise NotFound(f"Key {key_id!r} does not exist or is revoked.")
+    issued = await issue_key(
+        session,
+        team_id=old.team_id,
+        name=old.name,
+        scopes=list(old.scopes),
+        owner=old.owner,
+        expires_at=old.expires_at,
+        is_admin=old.is_admin,
+        rotated_from=old.id,
+    )
+    deadline = datetime.now(UTC) + overlap
+    if old.expires_at is None or old.expires_at > deadline:
+        old.expires_at = deadline
+    await session.flush()
+    return issued
+
+
+async def authenticate(session: AsyncSession, token: str, *, env_admin_key: str | None) -> Actor:
+    """The actor a presented bearer token stands for, or Unauthorized."""
+    if env_admin_key is not None and hmac.compare_digest(token.encode(), env_admin_key.encode()):
+        return Actor(key_id=ENV_ADMIN_KEY_ID, team_id=None, scopes=keys.SCOPES, is_admin=True)
+    parsed = keys.parse(token)
+    if parsed is None:
+        raise Unauthorized("The API key is malformed.", headers={"WWW-Authenticate": "Bearer"})
+    key_id, secret = parsed
+    row = await session.get(ApiKey, key_id)
+    # Hash even when the id is unknown so timing does not tell which ids exist.
+    stored = row.secret_sha256 if row is not None else b"\0" * 32
+    if not keys.matches(secret, stored) or row is None:
+        raise Unauthorized("The API key is not valid.", headers={"WWW-Authenticate": "Bearer"})
+    now = datetime.now(UTC)
+    if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+        raise Unauthorized(
+            "The API key is revoked or expired.", headers={"WWW-Authenticate": "Bearer"}
+        )
+    if row.last_used_at is None or now - row.last_used_at > _LAST_USED_RESOLUTION:
+        await session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+    return Actor(
+        key_id=row.id,
+        team_id=row.team_id,
+        scopes=frozenset(row.scopes),
+        is_admin=row.is_admin,
+        owner=row.owner,
+    )
+
+
+async def has_admin_key(session: AsyncSession) -> bool:
+    found = await session.scalar(
+        select(ApiKey.id).where(ApiKey.is_admin.is_(True), ApiKey.revoked_at.is_(None)).limit(1)
+    )
+    return found is not None

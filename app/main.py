@@ -1,0 +1,171 @@
+"""The Corral application: `create_app(settings)` and the runtime its lifespan builds."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from app.admin.endpoints import router as admin_router
+from app.db import (
+    create_engine,
+    database_url,
+    migrate,
+    migrations_current,
+    session_factory,
+    transaction,
+)
+from app.errors import install_handlers
+from app.identity import service as identity_service
+from app.middleware import RequestContext
+from app.runtime import Runtime
+from app.sandboxes.endpoints import router as sandboxes_router
+from app.settings import Settings
+from app.upstream.client import UpstreamClient
+
+log = logging.getLogger("corral")
+
+
+class StartupError(RuntimeError):
+    """Corral cannot start as configured (the message says why)."""
+
+
+def build_upstream(settings: Settings) -> tuple[UpstreamClient, object | None]:
+    """The upstream client, and the in-process simulator app when simulating."""
+    if settings.upstream_mode == "simulator":
+        from app.upstream.simulator import create_simulator_app
+
+        key = secrets.token_urlsafe(24)
+        simulator = create_simulator_app(api_key=key)
+        transport = httpx.ASGITransport(app=simulator)
+        return (
+            UpstreamClient(
+                "http://simulator",
+                key,
+                transport=transport,
+                timeout=settings.upstream_timeout_seconds,
+                deadline=settings.upstream_deadline_seconds,
+            ),
+            simulator,
+        )
+    if settings.upstream_key is None:
+        raise StartupError(
+            "CORRAL_UPSTREAM=codesandbox needs CORRAL_UPSTREAM_KEY (or CSB_API_KEY)."
+        )
+    client = UpstreamClient(
+        settings.upstream_base_url,
+        settings.upstream_key.get_secret_value(),
+        timeout=settings.upstream_timeout_seconds,
+        deadline=settings.upstream_deadline_seconds,
+    )
+    return client, None
+
+
+async def build_runtime(settings: Settings) -> Runtime:
+    engine = create_engine(database_url(settings))
+    await migrate(engine)
+    upstream, simulator = build_upstream(settings)
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=session_factory(engine),
+        upstream=upstream,
+        simulator=simulator,
+    )
+
+
+async def close_runtime(runtime: Runtime) -> None:
+    await runtime.upstream.aclose()
+    await runtime.engine.dispose()
+
+
+async def bootstrap_admin_key(runtime: Runtime) -> str | None:
+    """On a first start without CORRAL_ADMIN_KEY, issue an admin key and return it once."""
+    if runtime.settings.admin_key is not None:
+        return None
+    async with transaction(runtime.sessions) as session:
+        # Serialise replicas starting together, so only one of them issues the first key.
+        await session.execute(text("SELECT pg_advisory_xact_lock(724002)"))
+        if await identity_service.has_admin_key(session):
+            return None
+        issued = await identity_service.issue_key(
+            session, team_id=None, name="bootstrap admin", scopes=["admin"], is_admin=True
+        )
+    return issued.token
+
+
+def announce(runtime: Runtime, admin_key: str | None) -> None:
+    if runtime.settings.upstream_mode == "simulator":
+        log.warning(
+            "UPSTREAM IS SIMULATED: no upstream key is set, so Corral drives its built-in "
+            "simulator. Set CORRAL_UPSTREAM=codesandbox and CORRAL_UPSTREAM_KEY for real VMs."
+        )
+    if admin_key is not None:
+        # Printed once, to the console, never logged: the database keeps only its hash.
+        print(
+            "\n"
+            + "=" * 72
+            + "\nCorral admin key (shown once, store it now):\n\n    "
+            + admin_key
+            + "\n\n"
+            + "=" * 72
+            + "\n",
+            flush=True,
+        )
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    """The ASGI app. With `runtime` given (tests), the caller owns the runtime's lifetime."""
+    settings = settings or (runtime.settings if runtime else Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if runtime is not None:
+            app.state.runtime = runtime
+            yield
+            return
+        built = await build_runtime(settings)
+        app.state.runtime = built
+        announce(built, await bootstrap_admin_key(built))
+        try:
+            yield
+        finally:
+            await close_runtime(built)
+
+    app = FastAPI(
+        title="Corral",
+        version="0.1.0",
+        description="A control plane in front of the CodeSandbox VM sandbox API.",
+        lifespan=lifespan,
+    )
+    if runtime is not None:
+        app.state.runtime = runtime
+    install_handlers(app)
+    app.include_router(sandboxes_router)
+    app.include_router(admin_router)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "upstream": app.state.runtime.settings.upstream_mode}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz() -> JSONResponse:
+        rt: Runtime = app.state.runtime
+        checks: dict[str, object] = {"upstream": rt.settings.upstream_mode}
+        try:
+            checks["migrations_current"] = await migrations_current(rt.engine)
+            checks["database"] = "ok"
+        except Exception as exc:  # any failure to reach the database means not ready
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+            checks["migrations_current"] = False
+        ready = checks["database"] == "ok" and checks["migrations_current"] is True
+        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,88 @@
+"""ASGI middleware: request ids, the request body limit, and one access-log line per request."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import context
+from app.errors import PayloadTooLarge, problem_response
+
+log = logging.getLogger("corral.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        presented = headers.get("x-request-id", "")
+        request_id = presented if _REQUEST_ID.match(presented) else uuid.uuid4().hex
+        token = context.request_id.set(request_id)
+        started = time.perf_counter()
+        status: dict[str, Any] = {"code": 500}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            declared = headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                raise _TooLarge
+            received = 0
+
+            async def bounded_receive() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > self.max_body_bytes:
+                        raise _TooLarge
+                return message
+
+            await self.app(scope, bounded_receive, send_with_id)
+        except _TooLarge:
+            error = PayloadTooLarge(f"The request body exceeds {self.max_body_bytes} bytes.")
+            response = problem_response(error.status, kind=error.kind, detail=error.detail)
+            await response(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            log.info(
+                "request",
+                extra={
+                    "method": scope.get("method"),
+                    "route": getattr(route, "path", None) or "unmatched",
+                    "status": status["code"],
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "key_id": _actor_key(scope),
+                },
+            )
+            context.request_id.reset(token)
+
+
+def _actor_key(scope: Scope) -> str | None:
+    state = scope.get("state") or {}
+    actor = state.get("actor") if isinstance(state, dict) else None
+    return getattr(actor, "key_id", None)

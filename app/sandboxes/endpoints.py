@@ -1,0 +1,126 @@
+"""Native sandbox API under /v1/sandboxes: thin handlers over the lifecycle service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from app.db import transaction
+from app.deps import RuntimeDep, SandboxReader, SandboxWriter
+from app.sandboxes import repository, service
+from app.sandboxes.schemas import (
+    SANDBOX_ID_PATTERN,
+    EventOut,
+    SandboxCreate,
+    SandboxFork,
+    SandboxOut,
+    SandboxPage,
+    SandboxPatch,
+    State,
+)
+from app.tiers import Tier
+
+router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
+
+SandboxId = Annotated[str, Path(pattern=SANDBOX_ID_PATTERN, description="Corral's sandbox id")]
+
+
+def _out(outcome: service.Outcome) -> SandboxOut:
+    out = SandboxOut.model_validate(outcome.sandbox)
+    out.bootup_type = outcome.bootup_type
+    return out
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=SandboxOut)
+async def create_sandbox(body: SandboxCreate, actor: SandboxWriter, rt: RuntimeDep) -> SandboxOut:
+    return _out(await service.create(rt, actor, service.create_spec(rt, actor, body)))
+
+
+@router.get("", response_model=SandboxPage)
+async def list_sandboxes(
+    actor: SandboxReader,
+    rt: RuntimeDep,
+    team: Annotated[str | None, Query(pattern=r"^[a-z0-9-]{1,63}$")] = None,
+    owner: Annotated[str | None, Query(max_length=200)] = None,
+    state: Annotated[list[State] | None, Query()] = None,
+    tier: Tier | None = None,
+    tag: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> SandboxPage:
+    team_id = team if actor.is_admin else actor.team_id
+    async with transaction(rt.sessions) as session:
+        rows, next_cursor = await repository.page(
+            session,
+            team_id=team_id,
+            owner=actor.owner or owner,
+            states=state,
+            tier=tier,
+            tag=tag,
+            limit=limit,
+            cursor=cursor,
+        )
+    return SandboxPage(items=[SandboxOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/{sandbox_id}", response_model=SandboxOut)
+async def get_sandbox(sandbox_id: SandboxId, actor: SandboxReader, rt: RuntimeDep) -> SandboxOut:
+    sandbox, accrued = await service.get(rt, actor, sandbox_id)
+    out = SandboxOut.model_validate(sandbox)
+    out.accrued = accrued
+    return out
+
+
+@router.patch("/{sandbox_id}", response_model=SandboxOut)
+async def patch_sandbox(
+    sandbox_id: SandboxId, body: SandboxPatch, actor: SandboxWriter, rt: RuntimeDep
+) -> SandboxOut:
+    return _out(await service.update(rt, actor, sandbox_id, body))
+
+
+@router.post("/{sandbox_id}/start", response_model=SandboxOut)
+async def start_sandbox(sandbox_id: SandboxId, actor: SandboxWriter, rt: RuntimeDep) -> SandboxOut:
+    return _out(await service.start(rt, actor, sandbox_id))
+
+
+@router.post("/{sandbox_id}/hibernate", response_model=SandboxOut)
+async def hibernate_sandbox(
+    sandbox_id: SandboxId, actor: SandboxWriter, rt: RuntimeDep
+) -> SandboxOut:
+    return _out(await service.stop(rt, actor, sandbox_id, to_state="hibernated"))
+
+
+@router.post("/{sandbox_id}/shutdown", response_model=SandboxOut)
+async def shutdown_sandbox(
+    sandbox_id: SandboxId, actor: SandboxWriter, rt: RuntimeDep
+) -> SandboxOut:
+    return _out(await service.stop(rt, actor, sandbox_id, to_state="shutdown"))
+
+
+@router.post("/{sandbox_id}/restart", response_model=SandboxOut)
+async def restart_sandbox(
+    sandbox_id: SandboxId, actor: SandboxWriter, rt: RuntimeDep
+) -> SandboxOut:
+    return _out(await service.restart(rt, actor, sandbox_id))
+
+
+@router.post("/{sandbox_id}/fork", status_code=status.HTTP_201_CREATED, response_model=SandboxOut)
+async def fork_sandbox(
+    sandbox_id: SandboxId, body: SandboxFork, actor: SandboxWriter, rt: RuntimeDep
+) -> SandboxOut:
+    return _out(await service.fork(rt, actor, sandbox_id, body))
+
+
+@router.delete("/{sandbox_id}", response_model=SandboxOut)
+async def delete_sandbox(
+    sandbox_id: SandboxId, actor: SandboxWriter, rt: RuntimeDep, response: Response
+) -> SandboxOut:
+    return _out(await service.delete(rt, actor, sandbox_id))
+
+
+@router.get("/{sandbox_id}/events", response_model=list[EventOut])
+async def sandbox_events(
+    sandbox_id: SandboxId, actor: SandboxReader, rt: RuntimeDep
+) -> list[EventOut]:
+    return [EventOut.model_validate(e) for e in await service.events(rt, actor, sandbox_id)]

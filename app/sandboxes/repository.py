@@ -1,0 +1,121 @@
+"""Every query on sandboxes and their events."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import context
+from app.errors import BadRequest
+from app.models import Sandbox, SandboxEvent
+
+
+def _scoped(team_id: str | None) -> Select[Sandbox]:
+    query = select(Sandbox)
+    return query if team_id is None else query.where(Sandbox.team_id == team_id)
+
+
+async def get(
+    session: AsyncSession, sandbox_id: str, *, team_id: str | None, for_update: bool = False
+) -> Sandbox | None:
+    """A sandbox visible to team_id (None: any team). Another team's sandbox is None, the
+    same as one that does not exist, so a key never learns what other teams have."""
+    query = _scoped(team_id).where(Sandbox.id == sandbox_id)
+    if for_update:
+        query = query.with_for_update()
+    result: Sandbox | None = await session.scalar(query)
+    return result
+
+
+async def get_by_upstream_id(
+    session: AsyncSession, upstream_id: str, *, team_id: str | None, for_update: bool = False
+) -> Sandbox | None:
+    query = _scoped(team_id).where(Sandbox.upstream_id == upstream_id)
+    if for_update:
+        query = query.with_for_update()
+    result: Sandbox | None = await session.scalar(query)
+    return result
+
+
+def encode_cursor(row: Sandbox) -> str:
+    raw = f"{row.created_at.isoformat()}|{row.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, sandbox_id = raw.split("|", 1)
+        return datetime.fromisoformat(created), sandbox_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("The cursor is not valid.", kind="invalid-cursor") from exc
+
+
+async def page(
+    session: AsyncSession,
+    *,
+    team_id: str | None,
+    owner: str | None,
+    states: Sequence[str] | None,
+    tier: str | None,
+    tag: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Sandbox], str | None]:
+    """Newest first, keyset-paginated on (created_at, id)."""
+    query = _scoped(team_id)
+    if owner is not None:
+        query = query.where(Sandbox.owner == owner)
+    if states:
+        query = query.where(Sandbox.state.in_(states))
+    if tier is not None:
+        query = query.where(Sandbox.tier == tier)
+    if tag is not None:
+        query = query.where(Sandbox.tags.any(tag))  # type: ignore[arg-type]
+    if cursor is not None:
+        created, last_id = decode_cursor(cursor)
+        query = query.where(
+            or_(
+                Sandbox.created_at < created,
+                and_(Sandbox.created_at == created, Sandbox.id < last_id),
+            )
+        )
+    query = query.order_by(Sandbox.created_at.desc(), Sandbox.id.desc()).limit(limit + 1)
+    rows = list(await session.scalars(query))
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+async def add_event(
+    session: AsyncSession,
+    sandbox: Sandbox,
+    *,
+    from_state: str | None,
+    cause: str,
+    actor: str | None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        SandboxEvent(
+            sandbox_id=sandbox.id,
+            from_state=from_state,
+            to_state=sandbox.state,
+            cause=cause,
+            actor=actor,
+            request_id=context.request_id.get(),
+            detail=detail or {},
+        )
+    )
+    await session.flush()
+
+
+async def events(session: AsyncSession, sandbox_id: str) -> list[SandboxEvent]:
+    rows = await session.scalars(
+        select(SandboxEvent).where(SandboxEvent.sandbox_id == sandbox_id).order_by(SandboxEvent.id)
+    )
+    return list(rows)

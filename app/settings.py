@@ -1,0 +1,81 @@
+"""Corral's settings: one typed object, read from `CORRAL_*` environment variables.
+
+Where a setting is absent Corral runs on embedded defaults (an embedded Postgres under
+`data_dir`, the in-process upstream simulator), so one command starts it on a fresh machine.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+UpstreamMode = Literal["simulator", "codesandbox"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore", frozen=True)
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="Postgres URL; absent means an embedded Postgres under data_dir.",
+    )
+    data_dir: Path = Field(default=Path(".data"), description="Embedded Postgres lives here.")
+
+    upstream: UpstreamMode | None = Field(
+        default=None,
+        description="simulator or codesandbox; absent means codesandbox when a key is set.",
+    )
+    upstream_url: str | None = Field(
+        default=None, description="Upstream base URL (the real API or a standalone simulator)."
+    )
+    upstream_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("CORRAL_UPSTREAM_KEY", "CSB_API_KEY")
+    )
+    upstream_timeout_seconds: float = Field(default=30.0, gt=0)
+    upstream_deadline_seconds: float = Field(default=60.0, gt=0)
+
+    admin_key: SecretStr | None = Field(
+        default=None, description="A secret of at least 32 characters accepted as an admin key."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+    default_template: str = Field(default="pcz35m", pattern=r"^[A-Za-z0-9_@.-]{1,64}$")
+    default_tier: str = "Nano"
+    default_hibernation_timeout_seconds: int = Field(default=300, ge=1, le=86400)
+    # How long a `starting` reservation may stay unsettled before the reconciler resolves it.
+    reservation_ttl_seconds: int = Field(default=120, ge=5)
+
+    reconcile_interval: float = Field(default=15.0, gt=0)
+    reconcile_enabled: bool = True
+
+    credit_usd: Decimal = Decimal("0.01486")
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    log_level: str = "INFO"
+
+    @field_validator("admin_key")
+    @classmethod
+    def _admin_key_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("CORRAL_ADMIN_KEY must be at least 32 characters")
+        return value
+
+    @property
+    def upstream_mode(self) -> UpstreamMode:
+        if self.upstream is not None:
+            return self.upstream
+        return "codesandbox" if self.upstream_key is not None else "simulator"
+
+    @property
+    def upstream_base_url(self) -> str:
+        """The base URL rule of the upstream SDK: explicit URL, else by key prefix."""
+        if self.upstream_url:
+            return self.upstream_url.rstrip("/")
+        key = self.upstream_key.get_secret_value() if self.upstream_key else ""
+        if key.startswith("csb_"):
+            return "https://api.codesandbox.io"
+        return "https://api.together.ai/csb/sdk"

@@ -1,0 +1,62 @@
+"""The usage ledger: opening and closing usage intervals.
+
+Invariant: a sandbox has at most one open interval (the partial unique index
+`uq_usage_intervals_open_per_sandbox` enforces it), and an interval never ends before it starts.
+Intervals are only closed and split, never rewritten, so a report over the past is stable.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Sandbox, UsageInterval
+from app.tiers import LIST_CREDITS_PER_HOUR
+
+
+async def rate_for(session: AsyncSession, tier: str, at: datetime) -> Decimal:
+    """Credits per hour for a tier at a moment."""
+    return LIST_CREDITS_PER_HOUR[tier]
+
+
+async def open_interval(session: AsyncSession, sandbox: Sandbox, at: datetime) -> None:
+    session.add(
+        UsageInterval(
+            sandbox_id=sandbox.id,
+            team_id=sandbox.team_id,
+            owner=sandbox.owner,
+            tier=sandbox.tier,
+            credits_per_hour=await rate_for(session, sandbox.tier, at),
+            started_at=at,
+        )
+    )
+    await session.flush()
+
+
+async def close_interval(session: AsyncSession, sandbox_id: str, at: datetime, cause: str) -> bool:
+    """Close the sandbox's open interval at `at` (never before its start). True if one was open."""
+    result = await session.execute(
+        update(UsageInterval)
+        .where(UsageInterval.sandbox_id == sandbox_id, UsageInterval.ended_at.is_(None))
+        .values(ended_at=func.greatest(UsageInterval.started_at, at), end_cause=cause)
+        .returning(UsageInterval.id)
+    )
+    return result.first() is not None
+
+
+async def split_interval(session: AsyncSession, sandbox: Sandbox, at: datetime, cause: str) -> None:
+    """Close the open interval and open the next one at the sandbox's current tier."""
+    await close_interval(session, sandbox.id, at, cause)
+    await open_interval(session, sandbox, at)
+
+
+async def intervals_of(session: AsyncSession, sandbox_id: str) -> list[UsageInterval]:
+    rows = await session.scalars(
+        select(UsageInterval)
+        .where(UsageInterval.sandbox_id == sandbox_id)
+        .order_by(UsageInterval.started_at, UsageInterval.id)
+    )
+    return list(rows)

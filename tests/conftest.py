@@ -1,0 +1,109 @@
+"""Shared fixtures: a real Postgres migrated by Alembic, the in-process simulator, and an
+HTTP client on the app.
+
+Isolation: the lifecycle service commits in several short transactions per request (it
+never holds one across an upstream call), so a test cannot live inside one rolled-back outer
+transaction without changing what it tests. Each test instead runs on real commits and the
+tables are truncated after it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db import create_engine, migrate, session_factory
+from app.main import create_app
+from app.runtime import Runtime
+from app.settings import Settings
+from app.upstream.client import UpstreamClient
+from app.upstream.simulator import create_simulator_app
+from tests.database import recreate
+
+ADMIN_KEY = "test-admin-key-" + "x" * 32
+SIMULATOR_KEY = "simulator-test-key"
+TABLES = ("usage_intervals", "sandbox_events", "sandboxes", "api_keys", "audit_log", "teams")
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> str:
+    return await recreate(f"corral_test_{os.getpid()}")
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    await migrate(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        admin_key=ADMIN_KEY,
+        upstream="simulator",
+        reconcile_enabled=False,
+        # Retries in tests should not sleep long.
+        upstream_deadline_seconds=10,
+    )
+
+
+@pytest.fixture
+def simulator() -> object:
+    return create_simulator_app(api_key=SIMULATOR_KEY)
+
+
+@pytest.fixture
+async def runtime(
+    settings: Settings, engine: AsyncEngine, simulator: object
+) -> AsyncIterator[Runtime]:
+    upstream = UpstreamClient(
+        "http://simulator",
+        SIMULATOR_KEY,
+        transport=httpx.ASGITransport(app=simulator),  # type: ignore[arg-type]
+        backoff_base=0.01,
+        backoff_max=0.05,
+        deadline=10,
+    )
+    rt = Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=session_factory(engine),
+        upstream=upstream,
+        simulator=simulator,
+    )
+    yield rt
+    await upstream.aclose()
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(runtime=runtime)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://corral"
+    ) as http:
+        yield http
+
+
+@pytest.fixture
+async def sim(simulator: object) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on the simulator's control API (and, with the key, its upstream API)."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=simulator),  # type: ignore[arg-type]
+        base_url="http://simulator",
+        headers={"Authorization": f"Bearer {SIMULATOR_KEY}"},
+    ) as http:
+        yield http
+
+
+@pytest.fixture
+def admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_KEY}"}

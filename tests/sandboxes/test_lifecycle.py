@@ -1,0 +1,224 @@
+"""Every lifecycle verb of the native API, through the in-process simulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.fixtures import factories
+
+
+async def vms(sim: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
+    response = await sim.get("/_simulator/vms")
+    assert response.status_code == 200
+    body = response.json()
+    items = body["vms"] if isinstance(body, dict) else body
+    # The simulator keeps deleted VMs in its ground truth (their billing stays); leave them out.
+    return {vm["id"]: vm for vm in items if vm["state"] != "deleted"}
+
+
+async def events(
+    client: httpx.AsyncClient, headers: dict[str, str], sandbox_id: str
+) -> list[dict[str, Any]]:
+    response = await client.get(f"/v1/sandboxes/{sandbox_id}/events", headers=headers)
+    assert response.status_code == 200
+    result: list[dict[str, Any]] = response.json()
+    return result
+
+
+async def intervals(runtime: Any, sandbox_id: str) -> list[Any]:
+    from app.db import transaction
+    from app.usage import ledger
+
+    async with transaction(runtime.sessions) as session:
+        return await ledger.intervals_of(session, sandbox_id)
+
+
+class TestCreate:
+    async def test_forks_and_starts_with_operation_tags(self, client, sim, runtime):
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(
+            client, headers, title="demo", tier="Micro", owner="alice@corp", tags=["ci"]
+        )
+        assert created["state"] == "running"
+        assert created["bootup_type"] == "FORK"
+        assert created["tier"] == "Micro"
+        assert created["owner"] == "alice@corp"
+        vm = (await vms(sim))[created["upstream_id"]]
+        assert vm["state"] == "running"
+        assert vm["tier"] == "Micro"
+        assert "corral" in vm["tags"]
+        assert any(t.startswith("corral-op-") for t in vm["tags"])
+        assert "ci" in vm["tags"]
+        open_intervals = [i for i in await intervals(runtime, created["id"]) if i.ended_at is None]
+        assert len(open_intervals) == 1 and open_intervals[0].tier == "Micro"
+        history = await events(client, headers, created["id"])
+        assert [(e["from_state"], e["to_state"]) for e in history] == [
+            (None, "starting"),
+            ("starting", "running"),
+        ]
+        assert all(e["cause"] == "api" for e in history)
+
+    async def test_without_start_forks_only(self, client, sim, runtime):
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers, start=False)
+        assert created["state"] == "shutdown"
+        assert (await vms(sim))[created["upstream_id"]]["state"] != "running"
+        assert await intervals(runtime, created["id"]) == []
+
+    async def test_unknown_template_is_422_and_recorded_failed(self, client, sim):
+        headers = await factories.team_with_key(client)
+        response = await client.post("/v1/sandboxes", json={"template": "nosuch"}, headers=headers)
+        assert response.status_code == 422
+        assert response.headers["content-type"].startswith("application/problem+json")
+        listed = (await client.get("/v1/sandboxes", headers=headers)).json()["items"]
+        assert [s["state"] for s in listed] == ["failed"]
+        assert all(vm["state"] != "running" for vm in (await vms(sim)).values())
+
+
+class TestVerbs:
+    async def test_full_lifecycle(self, client, sim, runtime):
+        headers = await factories.team_with_key(client)
+        sandbox = await factories.sandbox(client, headers, tier="Nano")
+        sid, uid = sandbox["id"], sandbox["upstream_id"]
+
+        hibernated = await client.post(f"/v1/sandboxes/{sid}/hibernate", headers=headers)
+        assert hibernated.status_code == 200 and hibernated.json()["state"] == "hibernated"
+        assert (await vms(sim))[uid]["state"] == "hibernated"
+
+        started = await client.post(f"/v1/sandboxes/{sid}/start", headers=headers)
+        assert started.status_code == 200
+        assert started.json()["state"] == "running" and started.json()["bootup_type"] == "RESUME"
+
+        resized = await client.patch(
+            f"/v1/sandboxes/{sid}", json={"tier": "Small"}, headers=headers
+        )
+        assert resized.status_code == 200 and resized.json()["tier"] == "Small"
+        assert (await vms(sim))[uid]["tier"] == "Small"
+
+        restarted = await client.post(f"/v1/sandboxes/{sid}/restart", headers=headers)
+        assert restarted.status_code == 200
+        assert restarted.json()["bootup_type"] == "CLEAN" and restarted.json()["state"] == "running"
+
+        shut = await client.post(f"/v1/sandboxes/{sid}/shutdown", headers=headers)
+        assert shut.status_code == 200 and shut.json()["state"] == "shutdown"
+
+        deleted = await client.delete(f"/v1/sandboxes/{sid}", headers=headers)
+        assert deleted.status_code == 200 and deleted.json()["state"] == "deleted"
+        assert uid not in await vms(sim)
+
+        kept = await client.get(f"/v1/sandboxes/{sid}", headers=headers)
+        assert kept.status_code == 200 and kept.json()["state"] == "deleted"
+
+        ledger = await intervals(runtime, sid)
+        # create (Nano) | resume (Nano) → resize splits → Small | restart (Small)
+        assert [i.tier for i in ledger] == ["Nano", "Nano", "Small", "Small"]
+        assert all(i.ended_at is not None for i in ledger)
+        transitions = [(e["from_state"], e["to_state"]) for e in await events(client, headers, sid)]
+        assert transitions[-1] == ("shutdown", "deleted")
+        assert ("running", "hibernated") in transitions
+
+    async def test_delete_of_running_sandbox_shuts_it_down_first(self, client, sim, runtime):
+        headers = await factories.team_with_key(client)
+        sandbox = await factories.sandbox(client, headers)
+        deleted = await client.delete(f"/v1/sandboxes/{sandbox['id']}", headers=headers)
+        assert deleted.status_code == 200 and deleted.json()["state"] == "deleted"
+        assert all(i.ended_at is not None for i in await intervals(runtime, sandbox["id"]))
+
+    async def test_hibernating_a_stopped_sandbox_is_answered_cleanly(self, client, sim):
+        headers = await factories.team_with_key(client)
+        sandbox = await factories.sandbox(client, headers)
+        sid = sandbox["id"]
+        assert (
+            await client.post(f"/v1/sandboxes/{sid}/shutdown", headers=headers)
+        ).status_code == 200
+        for verb in ("hibernate", "shutdown"):
+            again = await client.post(f"/v1/sandboxes/{sid}/{verb}", headers=headers)
+            assert again.status_code == 200
+            assert again.json()["state"] == "shutdown"
+
+    async def test_sandbox_that_hibernated_upstream_is_recorded_when_hibernated(
+        self, client, sim, runtime
+    ):
+        headers = await factories.team_with_key(client)
+        sandbox = await factories.sandbox(client, headers, hibernation_timeout_seconds=60)
+        await sim.post("/_simulator/clock/advance", json={"seconds": 120})
+        response = await client.post(f"/v1/sandboxes/{sandbox['id']}/hibernate", headers=headers)
+        assert response.status_code == 200
+        assert response.json()["state"] == "hibernated"
+        assert response.json()["last_cause"] == "upstream"
+
+    async def test_start_of_running_sandbox_that_stopped_upstream_reopens_interval(
+        self, client, sim, runtime
+    ):
+        headers = await factories.team_with_key(client)
+        sandbox = await factories.sandbox(client, headers, hibernation_timeout_seconds=60)
+        await sim.post("/_simulator/clock/advance", json={"seconds": 120})
+        response = await client.post(f"/v1/sandboxes/{sandbox['id']}/start", headers=headers)
+        assert response.status_code == 200
+        assert response.json()["bootup_type"] == "RESUME"
+        ledger = await intervals(runtime, sandbox["id"])
+        assert len(ledger) == 2 and ledger[0].ended_at is not None and ledger[1].ended_at is None
+
+    async def test_fork_of_a_sandbox(self, client, sim):
+        headers = await factories.team_with_key(client)
+        source = await factories.sandbox(client, headers, owner="bob")
+        response = await client.post(
+            f"/v1/sandboxes/{source['id']}/fork", json={"title": "copy"}, headers=headers
+        )
+        assert response.status_code == 201
+        forked = response.json()
+        assert forked["template"] == source["upstream_id"]
+        assert forked["owner"] == "bob" and forked["state"] == "running"
+        assert forked["upstream_id"] != source["upstream_id"]
+
+    async def test_hibernation_timeout_change_applies_upstream(self, client, sim):
+        headers = await factories.team_with_key(client)
+        sandbox = await factories.sandbox(client, headers)
+        response = await client.patch(
+            f"/v1/sandboxes/{sandbox['id']}",
+            json={"hibernation_timeout_seconds": 900, "title": "t2"},
+            headers=headers,
+        )
+        assert response.status_code == 200
+        assert (
+            response.json()["hibernation_timeout_seconds"] == 900
+            and response.json()["title"] == "t2"
+        )
+        assert (await vms(sim))[sandbox["upstream_id"]]["hibernation_timeout_seconds"] == 900
+
+
+class TestList:
+    async def test_filters_and_cursor_pagination(self, client, sim):
+        headers = await factories.team_with_key(client)
+        await sim.put("/_simulator/config", json={"concurrent_vm_limit": 100})
+        made = [
+            await factories.sandbox(client, headers, owner="alice" if i % 2 else "bob", start=False)
+            for i in range(5)
+        ]
+        seen: list[str] = []
+        cursor = None
+        while True:
+            params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            page = (await client.get("/v1/sandboxes", params=params, headers=headers)).json()
+            seen += [s["id"] for s in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert sorted(seen) == sorted(s["id"] for s in made) and len(seen) == 5
+        alice = (
+            await client.get("/v1/sandboxes", params={"owner": "alice"}, headers=headers)
+        ).json()["items"]
+        assert len(alice) == 2 and {s["owner"] for s in alice} == {"alice"}
+        running = (
+            await client.get("/v1/sandboxes", params={"state": "running"}, headers=headers)
+        ).json()["items"]
+        assert running == []
+
+    async def test_get_shows_running_cost(self, client, sim):
+        headers = await factories.team_with_key(client)
+        sandbox = await factories.sandbox(client, headers)
+        body = (await client.get(f"/v1/sandboxes/{sandbox['id']}", headers=headers)).json()
+        assert body["accrued"]["billed_minutes"] == 1
+        assert body["accrued"]["credits"] not in (None, "0")
