@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import create_engine, migrate, session_factory
 from app.main import create_app
+from app.models import Base
 from app.runtime import Runtime
 from app.settings import Settings
 from app.upstream.client import UpstreamClient
@@ -26,7 +27,15 @@ from tests.database import recreate
 
 ADMIN_KEY = "test-admin-key-" + "x" * 32
 SIMULATOR_KEY = "simulator-test-key"
-TABLES = ("usage_intervals", "sandbox_events", "sandboxes", "api_keys", "audit_log", "teams")
+# Tables whose rows the migrations seed: reset to the seed instead of emptied.
+SEEDED = {"org_plan", "teams", "price_books"}
+TABLES = [t.name for t in Base.metadata.sorted_tables if t.name not in SEEDED]
+RESET_SEED = [
+    f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE",
+    "DELETE FROM teams WHERE id <> 'unassigned'",
+    "DELETE FROM price_books WHERE created_by IS DISTINCT FROM 'migration'",
+    "UPDATE org_plan SET plan = 'scale', plan_limit = 250, observed_limit = NULL, observed_at = NULL",
+]
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +90,8 @@ async def runtime(
     yield rt
     await upstream.aclose()
     async with engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        for statement in RESET_SEED:
+            await conn.execute(text(statement))
 
 
 @pytest.fixture

@@ -2,8 +2,27 @@
 
 from app.models.audit import AuditEntry
 from app.models.base import Base
+from app.models.browser import BrowserSession
+from app.models.idempotency import IdempotencyRecord
+from app.models.org import OrgPlan
+from app.models.pricing import PriceBook
+from app.models.reconcile import Drift, ReconcileRun
 from app.models.sandbox import Sandbox, SandboxEvent
 from app.models.team import ApiKey, Team
 from app.models.usage import UsageInterval
 
-__all__ = ["ApiKey", "AuditEntry", "Base", "Sandbox", "SandboxEvent", "Team", "UsageInterval"]
+__all__ = [
+    "ApiKey",
+    "AuditEntry",
+    "Base",
+    "BrowserSession",
+    "Drift",
+    "IdempotencyRecord",
+    "OrgPlan",
+    "PriceBook",
+    "ReconcileRun",
+    "Sandbox",
+    "SandboxEvent",
+    "Team",
+    "UsageInterval",
+]

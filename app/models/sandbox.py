@@ -62,6 +62,11 @@ class Sandbox(Base):
     last_started_at: Mapped[datetime | None]
     deleted_at: Mapped[datetime | None]
 
+    # What the reconciler last saw upstream (DESIGN §8).
+    last_seen_running_at: Mapped[datetime | None]
+    upstream_last_active_at: Mapped[datetime | None]
+    missed_polls: Mapped[int] = mapped_column(Integer, server_default="0")
+
 
 class SandboxEvent(Base):
     """One state transition of a sandbox, with its cause and the actor that caused it."""

@@ -34,6 +34,8 @@ class UsageInterval(Base):
     owner: Mapped[str | None] = mapped_column(String(200))
     tier: Mapped[str] = mapped_column(String(16))
     credits_per_hour: Mapped[Decimal] = mapped_column(Numeric(14, 4))
+    # The price-book version the rate came from (NULL: the contract's list price).
+    price_book_id: Mapped[int | None] = mapped_column(BigInteger)
     started_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]
     end_cause: Mapped[str | None] = mapped_column(String(16))

@@ -93,7 +93,7 @@ async def test_team_ids_are_slugs_and_unique(client: httpx.AsyncClient) -> None:
     assert again.status_code == 409
     assert [
         t["id"] for t in (await client.get("/v1/admin/teams", headers=factories.ADMIN)).json()
-    ] == ["search-ui"]
+    ] == ["search-ui", "unassigned"]
 
 
 async def test_rotation_keeps_the_old_key_for_the_overlap(client: httpx.AsyncClient) -> None:
