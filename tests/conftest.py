@@ -34,7 +34,8 @@ RESET_SEED = [
     f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE",
     "DELETE FROM teams WHERE id <> 'unassigned'",
     "DELETE FROM price_books WHERE created_by IS DISTINCT FROM 'migration'",
-    "UPDATE org_plan SET plan = 'scale', plan_limit = 250, observed_limit = NULL, observed_at = NULL",
+    "UPDATE org_plan SET plan = 'scale', plan_limit = 250, observed_limit = NULL,"
+    " observed_at = NULL",
 ]
 
 

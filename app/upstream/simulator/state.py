@@ -47,9 +47,9 @@ from app.upstream.simulator.config import (
     Operation,
     SimulatorConfig,
 )
-from app.upstream.simulator.errors import Conflict, NotFound, NotRunning, RateLimited
+from app.upstream.simulator.errors import Conflict, NotFound, NotRunning
 from app.upstream.simulator.faults import FaultInjector, FaultPlan
-from app.upstream.simulator.limits import HourlyWindow
+from app.upstream.simulator.limits import Limits
 from app.upstream.simulator.schemas import (
     CreateRequest,
     ForkRequest,
@@ -83,8 +83,7 @@ class Simulator:
         self._running: dict[str, Vm] = {}
         self._idle_heap: list[tuple[datetime, int, str]] = []
         self._heap_entries = itertools.count()
-        self._requests_hourly = HourlyWindow()
-        self._sandboxes_hourly = HourlyWindow()
+        self._limits = Limits()
         self.request_counts: Counter[Operation] = Counter({op: 0 for op in OPERATIONS})
         self._running_snapshot: tuple[datetime, bytes] | None = None
         self._sync_templates()
@@ -137,73 +136,20 @@ class Simulator:
 
     def admit_request(self) -> None:
         """Count one upstream request against the hourly request limit, or refuse it."""
-        now = self.clock.now()
-        if not self._requests_hourly.has_room(now, self.config.requests_hourly_limit):
-            raise RateLimited(
-                f"Hourly request limit reached ({self.config.requests_hourly_limit} requests "
-                "per hour)"
-            )
-        self._requests_hourly.take(now)
+        self._limits.admit_request(self.clock.now(), self.config)
 
     def rate_limit_headers(self) -> list[tuple[bytes, bytes]]:
-        now = self.clock.now()
-        cfg = self.config
-        sandboxes_used = self._sandboxes_hourly.used(now)
-        requests_used = self._requests_hourly.used(now)
-        vms_used = len(self._running)
-
-        def h(name: str, value: int) -> tuple[bytes, bytes]:
-            return name.encode(), str(value).encode()
-
-        return [
-            h(
-                "x-csb-sandbox-hourly-remaining",
-                max(0, cfg.sandboxes_hourly_limit - sandboxes_used),
-            ),
-            h("x-csb-sandbox-hourly-used", sandboxes_used),
-            h("x-csb-sandbox-hourly-reset", self._sandboxes_hourly.reset_at(now)),
-            h("x-csb-rate-hourly-remaining", max(0, cfg.requests_hourly_limit - requests_used)),
-            h("x-csb-rate-hourly-used", requests_used),
-            h("x-csb-rate-hourly-reset", self._requests_hourly.reset_at(now)),
-            h("x-csb-vms-remaining", max(0, cfg.concurrent_vm_limit - vms_used)),
-            h("x-csb-vms-used", vms_used),
-        ]
+        return self._limits.headers(self.clock.now(), self.config, len(self._running))
 
     def meta_info(self) -> dict[str, object]:
-        now = self.clock.now()
-        cfg = self.config
         return {
             "api": {"name": "CodeSandbox API", "latest_version": views.API_VERSION},
             "auth": {
-                "scopes": [
-                    "sandbox:read",
-                    "sandbox:create",
-                    "vm:manage",
-                    "preview_token:manage",
-                ],
+                "scopes": ["sandbox:read", "sandbox:create", "vm:manage", "preview_token:manage"],
                 "team": self.team_id,
                 "version": views.API_VERSION,
             },
-            "rate_limits": {
-                "concurrent_vms": {
-                    "limit": cfg.concurrent_vm_limit,
-                    "remaining": max(0, cfg.concurrent_vm_limit - len(self._running)),
-                },
-                "requests_hourly": {
-                    "limit": cfg.requests_hourly_limit,
-                    "remaining": max(
-                        0, cfg.requests_hourly_limit - self._requests_hourly.used(now)
-                    ),
-                    "reset": self._requests_hourly.reset_at(now),
-                },
-                "sandboxes_hourly": {
-                    "limit": cfg.sandboxes_hourly_limit,
-                    "remaining": max(
-                        0, cfg.sandboxes_hourly_limit - self._sandboxes_hourly.used(now)
-                    ),
-                    "reset": self._sandboxes_hourly.reset_at(now),
-                },
-            },
+            "rate_limits": self._limits.report(self.clock.now(), self.config, len(self._running)),
         }
 
     # --- idleness ---------------------------------------------------------------------------
@@ -276,18 +222,7 @@ class Simulator:
                 return candidate
 
     def _check_room_for_start(self) -> None:
-        limit = self.config.concurrent_vm_limit
-        if len(self._running) >= limit:
-            raise RateLimited(
-                f"Concurrent VM limit reached: {len(self._running)} of {limit} VMs are running"
-            )
-
-    def _check_room_for_sandbox(self, now: datetime) -> None:
-        if not self._sandboxes_hourly.has_room(now, self.config.sandboxes_hourly_limit):
-            raise RateLimited(
-                f"Hourly sandbox creation limit reached ({self.config.sandboxes_hourly_limit} "
-                "sandboxes per hour)"
-            )
+        self._limits.check_vm_room(len(self._running), self.config)
 
     def _add(
         self,
@@ -325,10 +260,10 @@ class Simulator:
         self.expire_idle()
         now = self.clock.now()
         source = self._sandbox(source_id)
-        self._check_room_for_sandbox(now)
+        self._limits.check_sandbox_room(now, self.config)
         if request.start_options is not None:
             self._check_room_for_start()
-        self._sandboxes_hourly.take(now)
+        self._limits.sandboxes.take(now)
         default_title = f"{source.title} (forked)" if source.title else None
         vm = self._add(
             "fork",
@@ -350,8 +285,8 @@ class Simulator:
     def create(self, request: CreateRequest) -> Vm:
         self.expire_idle()
         now = self.clock.now()
-        self._check_room_for_sandbox(now)
-        self._sandboxes_hourly.take(now)
+        self._limits.check_sandbox_room(now, self.config)
+        self._limits.sandboxes.take(now)
         return self._add(
             "create",
             now,
