@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import httpx
 
+from app.upstream.simulator import Simulator
 from tests.upstream.conftest import SimDriver
 
 
@@ -266,6 +267,20 @@ class TestAutoHibernation:
         assert (await drive.vm(vm_id))["state"] == "running"
         await drive.advance(21)
         assert (await drive.vm(vm_id))["state"] == "hibernated"
+
+    async def test_much_activity_still_hibernates_at_the_last_deadline(
+        self, drive: SimDriver, sim: Simulator
+    ) -> None:
+        await drive.freeze()
+        vm_id = await drive.started(hibernation_timeout_seconds=50)
+        for _ in range(3000):
+            sim.touch(vm_id)
+            sim.clock.advance(0.01)
+        last_active = ts((await drive.vm(vm_id))["last_active_at"])
+        await drive.advance(50)
+        vm = await drive.vm(vm_id)
+        assert vm["state"] == "hibernated"
+        assert ts(vm["state_changed_at"]) == last_active + timedelta(seconds=50)
 
     async def test_a_shorter_timeout_counts_from_the_update(self, drive: SimDriver) -> None:
         vm_id = await drive.started(hibernation_timeout_seconds=1000)

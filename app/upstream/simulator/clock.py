@@ -13,6 +13,11 @@ class SimulatedClock:
         self._offset = timedelta(0)
         self._frozen_at: datetime | None = None
 
+    def reset(self) -> None:
+        """Back to real time, unfrozen (only for a simulator reset, which forgets every VM)."""
+        self._offset = timedelta(0)
+        self._frozen_at = None
+
     def now(self) -> datetime:
         if self._frozen_at is not None:
             return self._frozen_at

@@ -25,11 +25,10 @@ Invariants:
   `last_active_at + hibernation_timeout` has passed is hibernated *at that deadline*, so the
   ledger stretch ends exactly there. Activity = a start, a session, a hibernation-timeout update
   (an API interaction with the running VM) and the control API's touch.
-- Deadlines live in a heap with lazy invalidation, and running VMs in their own dict, so the hot
+- Idle deadlines live in a heap (`idleness.py`) and running VMs in their own dict, so the hot
   paths cost O(log n) or O(running), never O(all sandboxes).
 """
 
-import heapq
 import itertools
 import json
 import random
@@ -37,7 +36,7 @@ import secrets
 import string
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from app.upstream.simulator import views
 from app.upstream.simulator.clock import SimulatedClock
@@ -49,6 +48,7 @@ from app.upstream.simulator.config import (
 )
 from app.upstream.simulator.errors import Conflict, NotFound, NotRunning
 from app.upstream.simulator.faults import FaultInjector, FaultPlan
+from app.upstream.simulator.idleness import IdleDeadlines
 from app.upstream.simulator.limits import Limits
 from app.upstream.simulator.schemas import (
     CreateRequest,
@@ -70,19 +70,20 @@ class Simulator:
     def __init__(self, config: SimulatorConfig, *, api_key: str) -> None:
         self.api_key = api_key
         self._initial_config = config
+        # One clock for the simulator's whole life, so references to it stay valid over a reset.
+        self.clock = SimulatedClock()
         self._init_state(config)
 
     def _init_state(self, config: SimulatorConfig) -> None:
         self.config = config
-        self.clock = SimulatedClock()
+        self.clock.reset()
         self.team_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"corral-simulator:{self.api_key}"))
         self._faults = FaultInjector(config.seed)
         self._ids = random.Random(config.seed)
         self._seq = itertools.count()
         self._vms: dict[str, Vm] = {}
         self._running: dict[str, Vm] = {}
-        self._idle_heap: list[tuple[datetime, int, str]] = []
-        self._heap_entries = itertools.count()
+        self._idle = IdleDeadlines()
         self._limits = Limits()
         self.request_counts: Counter[Operation] = Counter({op: 0 for op in OPERATIONS})
         self._running_snapshot: tuple[datetime, bytes] | None = None
@@ -156,36 +157,15 @@ class Simulator:
 
     def expire_idle(self) -> list[str]:
         """Hibernate every running VM whose idle deadline has passed; return their ids."""
-        now = self.clock.now()
-        hibernated: list[str] = []
-        heap = self._idle_heap
-        while heap and heap[0][0] <= now:
-            deadline, entry, vm_id = heapq.heappop(heap)
-            vm = self._vms.get(vm_id)
-            if vm is None or vm.idle_entry != entry or vm.state is not VmState.RUNNING:
-                continue
+        hibernated = []
+        for deadline, vm in self._idle.expired(self.clock.now()):
             self._stop(vm, VmState.HIBERNATED, deadline, "auto_hibernate")
-            hibernated.append(vm_id)
+            hibernated.append(vm.id)
         return hibernated
 
     def _touch(self, vm: Vm, now: datetime) -> None:
         vm.last_active_at = now
-        entry = next(self._heap_entries)
-        vm.idle_entry = entry
-        deadline = now + timedelta(seconds=vm.hibernation_timeout_seconds)
-        heapq.heappush(self._idle_heap, (deadline, entry, vm.id))
-        if len(self._idle_heap) > 2 * len(self._running) + 1024:
-            self._compact_idle_heap()
-
-    def _compact_idle_heap(self) -> None:
-        # Every touch pushes a fresh entry and leaves the old one to expire unread; rebuilding
-        # from the running VMs bounds the heap for sandboxes that are touched very often.
-        self._idle_heap = [
-            (deadline, vm.idle_entry, vm.id)
-            for vm in self._running.values()
-            if (deadline := vm.idle_deadline) is not None
-        ]
-        heapq.heapify(self._idle_heap)
+        self._idle.schedule(vm, self._running.values())
 
     # --- lookups ----------------------------------------------------------------------------
 
