@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi.responses import JSONResponse
 
+from app import idempotency
 from app.db import transaction
 from app.deps import RuntimeDep, SandboxReader, SandboxWriter
 from app.sandboxes import repository, service
@@ -23,6 +25,7 @@ from app.tiers import Tier
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
 
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 SandboxId = Annotated[str, Path(pattern=SANDBOX_ID_PATTERN, description="Corral's sandbox id")]
 
 
@@ -33,8 +36,26 @@ def _out(outcome: service.Outcome) -> SandboxOut:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=SandboxOut)
-async def create_sandbox(body: SandboxCreate, actor: SandboxWriter, rt: RuntimeDep) -> SandboxOut:
-    return _out(await service.create(rt, actor, service.create_spec(rt, actor, body)))
+async def create_sandbox(
+    body: SandboxCreate,
+    actor: SandboxWriter,
+    rt: RuntimeDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    spec = service.create_spec(rt, actor, body)
+
+    async def call() -> SandboxOut:
+        return _out(await service.create(rt, actor, spec))
+
+    return await idempotency.run(
+        rt.sessions,
+        key_id=actor.key_id,
+        route="POST /v1/sandboxes",
+        idempotency_key=idempotency_key,
+        body=body.model_dump(mode="json"),
+        status_code=status.HTTP_201_CREATED,
+        call=call,
+    )
 
 
 @router.get("", response_model=SandboxPage)
@@ -107,9 +128,24 @@ async def restart_sandbox(
 
 @router.post("/{sandbox_id}/fork", status_code=status.HTTP_201_CREATED, response_model=SandboxOut)
 async def fork_sandbox(
-    sandbox_id: SandboxId, body: SandboxFork, actor: SandboxWriter, rt: RuntimeDep
-) -> SandboxOut:
-    return _out(await service.fork(rt, actor, sandbox_id, body))
+    sandbox_id: SandboxId,
+    body: SandboxFork,
+    actor: SandboxWriter,
+    rt: RuntimeDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    async def call() -> SandboxOut:
+        return _out(await service.fork(rt, actor, sandbox_id, body))
+
+    return await idempotency.run(
+        rt.sessions,
+        key_id=actor.key_id,
+        route=f"POST /v1/sandboxes/{sandbox_id}/fork",
+        idempotency_key=idempotency_key,
+        body=body.model_dump(mode="json"),
+        status_code=status.HTTP_201_CREATED,
+        call=call,
+    )
 
 
 @router.delete("/{sandbox_id}", response_model=SandboxOut)

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.admission import service as admission
 from app.audit import service as audit
 from app.db import transaction
 from app.errors import Conflict, Forbidden, NotFound, Unprocessable
@@ -233,7 +234,7 @@ def create_spec(rt: Runtime, actor: Actor, body: SandboxCreate) -> CreateSpec:
     )
 
 
-async def create(rt: Runtime, actor: Actor, spec: CreateSpec) -> Outcome:
+async def create(rt: Runtime, actor: Actor, spec: CreateSpec, *, action: str = "create") -> Outcome:
     """Fork the template upstream and (unless start=false) start it.
 
     The fork is never retried blindly: when its answer is lost, the sandbox is looked up by
@@ -243,6 +244,10 @@ async def create(rt: Runtime, actor: Actor, spec: CreateSpec) -> Outcome:
         from app.identity import service as identity_service
 
         await identity_service.get_team(session, spec.team_id)
+        if spec.start:
+            await admission.admit(
+                session, spec.team_id, owner=spec.owner, tier=spec.tier, action=action
+            )
         sandbox = Sandbox(
             id=new_sandbox_id(),
             team_id=spec.team_id,
@@ -337,7 +342,7 @@ async def fork(rt: Runtime, actor: Actor, source_id: str, body: SandboxFork) -> 
         start=body.start,
         automatic_wakeup=body.automatic_wakeup,
     )
-    return await create(rt, actor, spec)
+    return await create(rt, actor, spec, action="fork")
 
 
 async def _find_by_operation(rt: Runtime, operation_id: str) -> tuple[str | None, bool]:
@@ -385,8 +390,15 @@ async def _settle_create_failure(
 # --- start, restart ----------------------------------------------------------------------
 
 
-async def start(rt: Runtime, actor: Actor, sandbox_id: str) -> Outcome:
+async def start(rt: Runtime, actor: Actor, sandbox_id: str, *, action: str = "start") -> Outcome:
     async with transaction(rt.sessions) as session:
+        # Lock order: the org row (inside admit) before the sandbox row; see admission.
+        sandbox = await _load(session, actor, sandbox_id, lock=False)
+        _check_startable(sandbox)
+        if sandbox.state != "running":
+            await admission.admit(
+                session, sandbox.team_id, owner=sandbox.owner, tier=sandbox.tier, action=action
+            )
         sandbox = await _load(session, actor, sandbox_id, lock=True)
         _check_startable(sandbox)
         previous = sandbox.state
@@ -513,7 +525,7 @@ async def restart(rt: Runtime, actor: Actor, sandbox_id: str) -> Outcome:
         _check_startable(sandbox)
     if sandbox.state == "running":
         await stop(rt, actor, sandbox_id, to_state="shutdown")
-    return await start(rt, actor, sandbox_id)
+    return await start(rt, actor, sandbox_id, action="restart")
 
 
 # --- hibernate, shutdown -----------------------------------------------------------------
@@ -586,6 +598,8 @@ async def update(rt: Runtime, actor: Actor, sandbox_id: str, body: SandboxPatch)
                 kind="invalid-state",
                 extra={"state": sandbox.state},
             )
+        if changes.get("tier") not in (None, sandbox.tier):
+            await admission.check_resize(session, sandbox, changes["tier"])
     running = sandbox.state == "running"
     upstream_id = sandbox.upstream_id or ""
     tier = changes.get("tier")

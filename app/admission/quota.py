@@ -1,0 +1,135 @@
+"""Read-only views of admission: the dry-run check, the caller's quota, the org plan."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.admission import service
+from app.admission.schemas import (
+    OrgQuota,
+    PlanIn,
+    PlanOut,
+    QuotaAllowed,
+    QuotaCheck,
+    QuotaOut,
+    TeamHeadroom,
+    TeamLimits,
+    TeamUsage,
+)
+from app.errors import Forbidden, NotFound, Unprocessable
+from app.identity import service as identity_service
+from app.identity.actor import Actor
+from app.models import Sandbox
+from app.usage import budget
+
+
+def _team_of(actor: Actor, requested: str | None) -> str:
+    if actor.is_admin:
+        if requested is None:
+            raise Unprocessable("Admins must name the team.", kind="team-required")
+        return requested
+    if requested not in (None, actor.team_id):
+        raise Forbidden("A team key sees its own team's quota only.", kind="wrong-team")
+    assert actor.team_id is not None
+    return actor.team_id
+
+
+async def check(
+    session: AsyncSession, actor: Actor, body: QuotaCheck, *, default_tier: str
+) -> QuotaAllowed:
+    team_id = _team_of(actor, body.team)
+    team = await identity_service.get_team(session, team_id)
+    owner = actor.owner or body.owner
+    tier: str = body.tier or default_tier
+    if body.action == "start":
+        if body.sandbox_id is None:
+            raise Unprocessable("A start check names its sandbox_id.", kind="sandbox-required")
+        sandbox = await session.scalar(
+            select(Sandbox).where(Sandbox.id == body.sandbox_id, Sandbox.team_id == team_id)
+        )
+        if sandbox is None:
+            raise NotFound(f"Sandbox {body.sandbox_id!r} does not exist.")
+        owner, tier = sandbox.owner, sandbox.tier
+    plan = await service.load_plan(session, lock=False)
+    refusal = await service.decide(
+        session, team, owner=owner, tier=tier, plan=plan, at=datetime.now(UTC)
+    )
+    if refusal is not None:
+        raise refusal
+    return QuotaAllowed(team=team_id, tier=tier, owner=owner)
+
+
+async def show(session: AsyncSession, actor: Actor, requested: str | None) -> QuotaOut:
+    team_id = _team_of(actor, requested)
+    team = await identity_service.get_team(session, team_id)
+    at = datetime.now(UTC)
+    plan = await service.load_plan(session, lock=False)
+    used = await service.usage(session, plan, team_id, None, at)
+    by_state = dict(
+        (
+            await session.execute(
+                select(Sandbox.state, func.count())
+                .where(Sandbox.team_id == team_id, Sandbox.state.in_(service.LIVE_STATES))
+                .group_by(Sandbox.state)
+            )
+        ).all()
+    )
+    status = await budget.budget_status(session, team, at)
+    return QuotaOut(
+        team=team_id,
+        limits=TeamLimits.model_validate(team, from_attributes=True),
+        usage=TeamUsage(
+            live=used.team_live,
+            running=by_state.get("running", 0),
+            starting=by_state.get("starting", 0),
+            burn_credits_per_hour=service.plain(used.team_burn),
+            month_to_date_credits=status.spent,
+        ),
+        headroom=TeamHeadroom(
+            concurrent=None
+            if team.max_concurrent is None
+            else max(team.max_concurrent - used.team_live, 0),
+            credits_per_hour=None
+            if team.max_credits_per_hour is None
+            else service.plain(max(team.max_credits_per_hour - used.team_burn, Decimal(0))),
+            budget_credits=status.remaining,
+        ),
+        budget_warning=status.threshold_crossed,
+        org=OrgQuota(
+            plan=plan.plan,
+            effective_limit=used.effective_limit,
+            live=used.org_live,
+            reserved_for_guarantees=used.reserved_for_others,
+            headroom=max(used.effective_limit - used.org_live, 0),
+        ),
+    )
+
+
+def _plan_out(row: object) -> PlanOut:
+    from app.models import OrgPlan
+
+    assert isinstance(row, OrgPlan)
+    return PlanOut(
+        plan=row.plan,
+        plan_limit=row.plan_limit,
+        observed_limit=row.observed_limit,
+        observed_at=row.observed_at,
+        effective_limit=service.effective_limit(row),
+    )
+
+
+async def plan(session: AsyncSession) -> PlanOut:
+    return _plan_out(await service.load_plan(session, lock=False))
+
+
+async def set_plan(session: AsyncSession, body: PlanIn) -> PlanOut:
+    row = await service.load_plan(session, lock=True)
+    row.plan = body.plan
+    row.plan_limit = body.limit if body.limit is not None else service.PLAN_LIMITS[body.plan]
+    row.updated_at = datetime.now(UTC)
+    await session.flush()
+    return _plan_out(row)

@@ -1,0 +1,257 @@
+"""Admission: may this action make one more VM run?
+
+Every action that makes a VM run (create with start, start, restart, fork with start, a
+session that wakes a sandbox) is admitted inside the same short transaction that reserves its
+`starting` row, before any upstream call:
+
+    admit → reserve a `starting` row → commit → call upstream → settle
+
+Limits, checked narrowest first so a refusal names the limit the caller can act on:
+
+    max_tier (403) → monthly budget (402) → owner concurrency → team concurrency
+    → team burn rate (credits/h) → other teams' guaranteed slots → org plan      (429)
+
+Race-freedom across replicas. The decision reads counts of live sandboxes (`starting`,
+`running`, `unknown`) and then adds one, so two deciders must never read the same counts. Every
+admission therefore first locks the single `org_plan` row (`SELECT … FOR UPDATE`) and holds
+that lock until its reservation is committed. Admissions are serialised by Postgres, whatever
+process or replica they run in; the critical section is a few indexed reads and one insert.
+
+Lock order, which is why this cannot deadlock: an admitting transaction takes the `org_plan`
+row first and then, at most, the one sandbox row it starts. No transaction takes a sandbox row
+and then the org row, and no other code locks `org_plan` at all (settling, the reconciler and
+the budget job only lock sandbox rows). Releasing capacity (a sandbox stops or fails) needs no
+org lock: it can only make a later decision more permissive, never over-admit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import AppError, Forbidden, PaymentRequired, TooManyRequests
+from app.metrics import ADMISSIONS
+from app.models import OrgPlan, Sandbox, Team
+from app.tiers import rank
+from app.usage import budget, ledger
+
+LIVE_STATES = ("starting", "running", "unknown")
+PLAN_LIMITS = {"build": 10, "scale": 250}
+# How long a refused caller should wait before asking again: capacity frees as VMs stop.
+RETRY_AFTER_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Live counts that admission decides on, for one team and owner."""
+
+    org_live: int
+    team_live: int
+    owner_live: int
+    team_burn: Decimal
+    reserved_for_others: int
+    effective_limit: int
+
+
+def effective_limit(plan: OrgPlan) -> int:
+    """The smaller of the configured plan and the limit last observed upstream."""
+    if plan.observed_limit is None:
+        return plan.plan_limit
+    return min(plan.plan_limit, plan.observed_limit)
+
+
+async def load_plan(session: AsyncSession, *, lock: bool) -> OrgPlan:
+    query = select(OrgPlan).where(OrgPlan.id == 1)
+    if lock:
+        query = query.with_for_update()
+    plan = await session.scalar(query)
+    assert plan is not None, "migration 0002 seeds the org_plan row"
+    return plan
+
+
+async def burn_rate(
+    session: AsyncSession, team_id: str, at: datetime, *, excluding: str | None = None
+) -> Decimal:
+    """Summed credits/h of the team's live sandboxes (optionally leaving one out)."""
+    query = (
+        select(Sandbox.tier, func.count())
+        .where(Sandbox.team_id == team_id, Sandbox.state.in_(LIVE_STATES))
+        .group_by(Sandbox.tier)
+    )
+    if excluding is not None:
+        query = query.where(Sandbox.id != excluding)
+    total = Decimal(0)
+    for tier, count in (await session.execute(query)).all():
+        total += await ledger.rate_for(session, tier, at) * count
+    return total
+
+
+async def usage(
+    session: AsyncSession, plan: OrgPlan, team_id: str, owner: str | None, at: datetime
+) -> Usage:
+    live = Sandbox.state.in_(LIVE_STATES)
+    org_live, team_live, owner_live = (
+        await session.execute(
+            select(
+                func.count(),
+                func.count().filter(Sandbox.team_id == team_id),
+                func.count().filter(Sandbox.team_id == team_id, Sandbox.owner == owner),
+            ).where(live)
+        )
+    ).one()
+    # Slots the org keeps free for other teams' guarantees that they are not using yet.
+    per_team = (
+        select(Sandbox.team_id, func.count().label("n"))
+        .where(live)
+        .group_by(Sandbox.team_id)
+        .subquery()
+    )
+    reserved = await session.scalar(
+        select(
+            func.coalesce(
+                func.sum(func.greatest(Team.guaranteed - func.coalesce(per_team.c.n, 0), 0)), 0
+            )
+        )
+        .select_from(Team)
+        .outerjoin(per_team, per_team.c.team_id == Team.id)
+        .where(Team.guaranteed > 0, Team.id != team_id, Team.deleted_at.is_(None))
+    )
+    return Usage(
+        org_live=org_live,
+        team_live=team_live,
+        owner_live=owner_live if owner is not None else 0,
+        team_burn=await burn_rate(session, team_id, at),
+        reserved_for_others=int(reserved or 0),
+        effective_limit=effective_limit(plan),
+    )
+
+
+def plain(value: Decimal) -> Decimal:
+    """A decimal without the column's trailing zeros (300.0000 → 300)."""
+    normal = value.normalize()
+    return normal.quantize(Decimal(1)) if normal == normal.to_integral() else normal
+
+
+def _refusal(
+    error: type[AppError], limit: str, scope: str, current: object, maximum: object, detail: str
+) -> AppError:
+    def shown(value: object) -> object:
+        return str(plain(value)) if isinstance(value, Decimal) else value
+
+    extra = {"limit": limit, "scope": scope, "current": shown(current), "maximum": shown(maximum)}
+    if error is TooManyRequests:
+        return TooManyRequests(
+            detail, retry_after=RETRY_AFTER_SECONDS, kind="quota-exceeded", extra=extra
+        )
+    return error(detail, kind="quota-exceeded" if error is Forbidden else None, extra=extra)
+
+
+async def decide(
+    session: AsyncSession,
+    team: Team,
+    *,
+    owner: str | None,
+    tier: str,
+    plan: OrgPlan,
+    at: datetime,
+) -> AppError | None:
+    """The refusal for one more running VM of this team/owner/tier, or None to admit."""
+    if team.max_tier is not None and rank(tier) > rank(team.max_tier):
+        return _refusal(
+            Forbidden, "max_tier", "team", tier, team.max_tier,
+            f"Tier {tier} is above team {team.id}'s largest tier, {team.max_tier}.",
+        )  # fmt: skip
+    if team.monthly_budget_credits is not None:
+        spent = await budget.month_to_date_credits(session, team.id, at)
+        if spent >= team.monthly_budget_credits:
+            return _refusal(
+                PaymentRequired, "monthly_budget", "team", spent, team.monthly_budget_credits,
+                f"Team {team.id} has spent its monthly budget.",
+            )  # fmt: skip
+    now_used = await usage(session, plan, team.id, owner, at)
+    per_owner = team.max_concurrent_per_owner
+    if owner is not None and per_owner is not None and now_used.owner_live + 1 > per_owner:
+        return _refusal(
+            TooManyRequests, "max_concurrent_per_owner", "owner", now_used.owner_live, per_owner,
+            f"Owner {owner!r} already runs {now_used.owner_live} sandboxes.",
+        )  # fmt: skip
+    if team.max_concurrent is not None and now_used.team_live + 1 > team.max_concurrent:
+        return _refusal(
+            TooManyRequests, "max_concurrent", "team", now_used.team_live, team.max_concurrent,
+            f"Team {team.id} already runs {now_used.team_live} sandboxes.",
+        )  # fmt: skip
+    if team.max_credits_per_hour is not None:
+        rate = await ledger.rate_for(session, tier, at)
+        if now_used.team_burn + rate > team.max_credits_per_hour:
+            return _refusal(
+                TooManyRequests, "max_credits_per_hour", "team", now_used.team_burn,
+                team.max_credits_per_hour,
+                f"A {tier} ({rate} credits/h) would take team {team.id} over its burn rate.",
+            )  # fmt: skip
+    # The team's own unused guarantee is not reserved against it.
+    own_guarantee_free = max(team.guaranteed - now_used.team_live, 0)
+    if now_used.org_live + 1 > now_used.effective_limit:
+        return _refusal(
+            TooManyRequests, "org_plan", "org", now_used.org_live, now_used.effective_limit,
+            f"The organisation runs {now_used.org_live} of {now_used.effective_limit} VMs.",
+        )  # fmt: skip
+    if own_guarantee_free == 0 and (
+        now_used.org_live + 1 + now_used.reserved_for_others > now_used.effective_limit
+    ):
+        return _refusal(
+            TooManyRequests, "guaranteed", "org",
+            now_used.org_live + now_used.reserved_for_others, now_used.effective_limit,
+            "The remaining capacity is guaranteed to other teams.",
+        )  # fmt: skip
+    return None
+
+
+async def admit(
+    session: AsyncSession,
+    team_id: str,
+    *,
+    owner: str | None,
+    tier: str,
+    action: str,
+    at: datetime | None = None,
+) -> None:
+    """Lock the org row and admit one more running VM, or raise the refusal.
+
+    Call inside the transaction that then reserves the `starting` row and commits."""
+    at = at or datetime.now(UTC)
+    plan = await load_plan(session, lock=True)
+    team = await session.get(Team, team_id)
+    assert team is not None
+    refusal = await decide(session, team, owner=owner, tier=tier, plan=plan, at=at)
+    limit = refusal.extra["limit"] if refusal is not None else "none"
+    ADMISSIONS.labels(action, "refused" if refusal else "admitted", limit).inc()
+    if refusal is not None:
+        raise refusal
+
+
+async def check_resize(
+    session: AsyncSession, sandbox: Sandbox, tier: str, *, at: datetime | None = None
+) -> None:
+    """A live tier change upward must respect max_tier and the burn rate."""
+    at = at or datetime.now(UTC)
+    team = await session.get(Team, sandbox.team_id)
+    assert team is not None
+    if team.max_tier is not None and rank(tier) > rank(team.max_tier):
+        raise _refusal(
+            Forbidden, "max_tier", "team", tier, team.max_tier,
+            f"Tier {tier} is above team {team.id}'s largest tier, {team.max_tier}.",
+        )  # fmt: skip
+    if team.max_credits_per_hour is not None and sandbox.state == "running":
+        await load_plan(session, lock=True)
+        others = await burn_rate(session, team.id, at, excluding=sandbox.id)
+        rate = await ledger.rate_for(session, tier, at)
+        if others + rate > team.max_credits_per_hour:
+            raise _refusal(
+                TooManyRequests, "max_credits_per_hour", "team", others,
+                team.max_credits_per_hour,
+                f"Resizing to {tier} would take team {team.id} over its burn rate.",
+            )  # fmt: skip

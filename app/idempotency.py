@@ -1,0 +1,139 @@
+"""Idempotency-Key for creates and forks.
+
+A key is remembered per API key and route for 24 hours with a fingerprint of the request:
+- the same key and body while the first request is in flight → 409;
+- the same key and body afterwards → the stored response, replayed (`Idempotent-Replayed: true`),
+  and nothing runs again, so a retried create never forks upstream twice;
+- the same key with another body → 422.
+
+The record is inserted (in flight) in its own committed transaction before the work starts, so
+concurrent duplicates on any replica meet the primary key. Outcomes that changed nothing (a
+refusal, an upstream that was certainly not reached, bad input) are forgotten, so the client
+may retry them with the same key; every other outcome is stored and replayed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db import transaction
+from app.errors import AppError, Conflict, Unprocessable, problem_response
+from app.models import IdempotencyRecord
+
+TTL = timedelta(hours=24)
+# Statuses after which nothing happened, so the key may be used again.
+_FORGET = {400, 401, 402, 403, 404, 409, 413, 422, 429, 503}
+
+
+def fingerprint(route: str, body: dict[str, Any]) -> bytes:
+    canonical = json.dumps({"route": route, "body": body}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+async def run(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    key_id: str,
+    route: str,
+    idempotency_key: str | None,
+    body: dict[str, Any],
+    status_code: int,
+    call: Callable[[], Awaitable[BaseModel]],
+) -> JSONResponse:
+    if idempotency_key is None:
+        return JSONResponse((await call()).model_dump(mode="json"), status_code=status_code)
+    if not 1 <= len(idempotency_key) <= 255:
+        raise Unprocessable(
+            "Idempotency-Key must be 1 to 255 characters.", kind="bad-idempotency-key"
+        )
+    digest = fingerprint(route, body)
+    identity = (
+        IdempotencyRecord.key_id == key_id,
+        IdempotencyRecord.route == route,
+        IdempotencyRecord.idempotency_key == idempotency_key,
+    )
+    now = datetime.now(UTC)
+    async with transaction(sessions) as session:
+        await session.execute(
+            delete(IdempotencyRecord).where(*identity, IdempotencyRecord.expires_at <= now)
+        )
+        inserted = await session.scalar(
+            insert(IdempotencyRecord)
+            .values(
+                key_id=key_id,
+                route=route,
+                idempotency_key=idempotency_key,
+                fingerprint=digest,
+                expires_at=now + TTL,
+            )
+            .on_conflict_do_nothing()
+            .returning(IdempotencyRecord.key_id)
+        )
+        if inserted is None:
+            existing = await session.scalar(select(IdempotencyRecord).where(*identity))
+            if existing is None:  # expired and removed by a concurrent request just now
+                raise Conflict("Retry the request.", kind="idempotency-in-flight")
+            if existing.fingerprint != digest:
+                raise Unprocessable(
+                    "This Idempotency-Key was used with a different request.",
+                    kind="idempotency-key-reused",
+                )
+            if existing.status is None:
+                raise Conflict(
+                    "A request with this Idempotency-Key is still in progress.",
+                    kind="idempotency-in-flight",
+                    headers={"Retry-After": "1"},
+                )
+            return JSONResponse(
+                existing.response,
+                status_code=existing.status,
+                headers={"Idempotent-Replayed": "true"},
+                media_type="application/json"
+                if existing.status < 400
+                else "application/problem+json",
+            )
+
+    try:
+        result = await call()
+    except AppError as error:
+        if error.status in _FORGET:
+            await _forget(sessions, identity)
+        else:
+            rendered = problem_response(
+                error.status, kind=error.kind, detail=error.detail, extra=error.extra
+            )
+            await _store(sessions, identity, error.status, json.loads(bytes(rendered.body)))
+        raise
+    except BaseException:
+        await _forget(sessions, identity)
+        raise
+    payload = result.model_dump(mode="json")
+    await _store(sessions, identity, status_code, payload)
+    return JSONResponse(payload, status_code=status_code)
+
+
+async def _store(
+    sessions: async_sessionmaker[AsyncSession],
+    identity: tuple[Any, ...],
+    status: int,
+    payload: dict[str, Any],
+) -> None:
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(IdempotencyRecord).where(*identity).values(status=status, response=payload)
+        )
+
+
+async def _forget(sessions: async_sessionmaker[AsyncSession], identity: tuple[Any, ...]) -> None:
+    async with transaction(sessions) as session:
+        await session.execute(delete(IdempotencyRecord).where(*identity))
