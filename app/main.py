@@ -28,6 +28,9 @@ from app.runtime import Runtime
 from app.sandboxes.endpoints import router as sandboxes_router
 from app.settings import Settings
 from app.upstream.client import UpstreamClient
+from app.usage import periods
+from app.usage.endpoints import router as usage_router
+from app.usage.warning import BudgetWarning
 
 log = logging.getLogger("corral")
 
@@ -167,5 +170,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         ready = checks["database"] == "ok" and checks["migrations_current"] is True
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
+    app.include_router(usage_router)
+
+    periods.configure(settings.budget_timezone)
+    app.add_middleware(BudgetWarning, cache_seconds=settings.budget_warning_cache_seconds)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
     return app

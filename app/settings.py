@@ -53,9 +53,26 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(default=15.0, gt=0)
     reconcile_enabled: bool = True
 
+    # Budgets run per calendar month, and usage reports group by calendar day, in this IANA
+    # timezone.
+    budget_timezone: str = "UTC"
+    # How long a team's budget status is reused for the Corral-Budget-Warning header.
+    budget_warning_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+
     credit_usd: Decimal = Decimal("0.01486")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
+
+    @field_validator("budget_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"CORRAL_BUDGET_TIMEZONE: unknown timezone {value!r}") from exc
+        return value
 
     @field_validator("admin_key")
     @classmethod

@@ -46,7 +46,7 @@ from app.sandboxes.schemas import Accrued, SandboxCreate, SandboxFork, SandboxPa
 from app.upstream.errors import UpstreamError, UpstreamNotFound, UpstreamUnavailable
 from app.upstream.problems import to_problem
 from app.upstream.schemas import StartOptions, StartResult
-from app.usage import amounts, ledger
+from app.usage import ledger, statements
 
 LIVE_STATES = ("starting", "running", "unknown")
 STOPPED_STATES = ("hibernated", "shutdown")
@@ -150,16 +150,8 @@ def _start_options(sandbox: Sandbox) -> StartOptions:
 async def get(rt: Runtime, actor: Actor, sandbox_id: str) -> tuple[Sandbox, Accrued]:
     async with transaction(rt.sessions) as session:
         sandbox = await _load(session, actor, sandbox_id, lock=False)
-        intervals = await ledger.intervals_of(session, sandbox.id)
-    at = now()
-    total = amounts.ZERO
-    for interval in intervals:
-        total += amounts.amount(
-            interval.started_at,
-            interval.ended_at or at,
-            interval.credits_per_hour,
-            rt.settings.credit_usd,
-        )
+        # Priced like its cost statement: per started minute, by the price-book version(s).
+        total = await statements.accrued(session, sandbox.id, now())
     return sandbox, Accrued(
         seconds=total.seconds.quantize(Decimal("0.001")),
         billed_minutes=total.billed_minutes,
@@ -531,9 +523,13 @@ async def restart(rt: Runtime, actor: Actor, sandbox_id: str) -> Outcome:
 # --- hibernate, shutdown -----------------------------------------------------------------
 
 
-async def stop(rt: Runtime, actor: Actor, sandbox_id: str, *, to_state: str) -> Outcome:
+async def stop(
+    rt: Runtime, actor: Actor, sandbox_id: str, *, to_state: str, cause: str = "api"
+) -> Outcome:
     """Hibernate or shut down. A sandbox that is already stopped is answered as it is; one
-    the upstream reports not running (404) had stopped on its own, and is recorded so."""
+    the upstream reports not running (404) had stopped on its own, and is recorded so.
+    `cause` is why Corral stops it (`api`, or `budget`/`admin` for automatic stops), recorded
+    in the event and the audit row."""
     verb = "hibernate" if to_state == "hibernated" else "shutdown"
     async with transaction(rt.sessions) as session:
         sandbox = await _load(session, actor, sandbox_id, lock=False)
@@ -557,6 +553,7 @@ async def stop(rt: Runtime, actor: Actor, sandbox_id: str, *, to_state: str) -> 
                 action=f"sandbox.{verb}",
                 team_id=sandbox.team_id,
                 target=sandbox.id,
+                cause=cause,
                 outcome="error",
                 detail={"upstream_status": err.status},
             )
@@ -569,7 +566,7 @@ async def stop(rt: Runtime, actor: Actor, sandbox_id: str, *, to_state: str) -> 
                 session,
                 sandbox,
                 to_state,
-                cause="upstream" if already_stopped else "api",
+                cause="upstream" if already_stopped else cause,
                 actor=None if already_stopped else actor.key_id,
                 detail={"upstream": "not running"} if already_stopped else None,
             )
@@ -579,6 +576,7 @@ async def stop(rt: Runtime, actor: Actor, sandbox_id: str, *, to_state: str) -> 
             action=f"sandbox.{verb}",
             team_id=sandbox.team_id,
             target=sandbox.id,
+            cause=cause,
         )
     return Outcome(sandbox)
 

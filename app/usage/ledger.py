@@ -3,6 +3,13 @@
 Invariant: a sandbox has at most one open interval (the partial unique index
 `uq_usage_intervals_open_per_sandbox` enforces it), and an interval never ends before it starts.
 Intervals are only closed and split, never rewritten, so a report over the past is stable.
+
+Each interval records the rate it started at and the price-book version that rate came from.
+A price-book change does *not* close and reopen the intervals running across it: an interval
+is one stretch the upstream bills per started minute, and cutting it would bill an extra
+started minute at the cut. Instead reports and cost statements split it at the version's
+effective_from (each billed minute priced by the version in force when it starts; see
+`amounts`), which needs no job to have run and gives the same figures whenever they are read.
 """
 
 from __future__ import annotations
@@ -15,21 +22,34 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Sandbox, UsageInterval
 from app.tiers import LIST_CREDITS_PER_HOUR
+from app.usage import repository
+
+
+async def price_for(session: AsyncSession, tier: str, at: datetime) -> tuple[Decimal, int | None]:
+    """Credits per hour for a tier at a moment, and the price-book version it comes from
+    (None only if no version is in force, when the contract's list price applies)."""
+    version = await repository.price_version_at(session, at)
+    if version is None:
+        return LIST_CREDITS_PER_HOUR[tier], None
+    return Decimal(str(version.credits_per_hour[tier])), version.id
 
 
 async def rate_for(session: AsyncSession, tier: str, at: datetime) -> Decimal:
-    """Credits per hour for a tier at a moment."""
-    return LIST_CREDITS_PER_HOUR[tier]
+    """Credits per hour for a tier at a moment, from the price book."""
+    rate, _ = await price_for(session, tier, at)
+    return rate
 
 
 async def open_interval(session: AsyncSession, sandbox: Sandbox, at: datetime) -> None:
+    rate, price_book_id = await price_for(session, sandbox.tier, at)
     session.add(
         UsageInterval(
             sandbox_id=sandbox.id,
             team_id=sandbox.team_id,
             owner=sandbox.owner,
             tier=sandbox.tier,
-            credits_per_hour=await rate_for(session, sandbox.tier, at),
+            credits_per_hour=rate,
+            price_book_id=price_book_id,
             started_at=at,
         )
     )

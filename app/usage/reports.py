@@ -1,0 +1,207 @@
+"""Usage reports: who ran what, for how long, at what cost, over a window of time.
+
+Rules (the billing rule itself is in `amounts`):
+- intervals are clipped to the window [from, to); open ones count up to `at` (now);
+- team keys see their own team only (an owner-bound key: its owner only); admins see every team
+  or, with `team=`, one;
+- days are local calendar days of the accounting timezone (`periods`);
+- a group appears when some part of its usage of positive length lies in the window;
+- JSON rows and CSV rows carry the same figures (CSV is the same query, streamed, without the
+  total), so a CSV parsed back equals the JSON report's rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.errors import Forbidden, Unprocessable
+from app.identity.actor import Actor
+from app.usage import amounts, periods, repository
+from app.usage.schemas import UsageFigures, UsageReport, UsageRow
+
+MAX_WINDOW = timedelta(days=400)
+# A JSON report holds all its rows in memory; larger results are for the streamed CSV.
+MAX_JSON_ROWS = 50_000
+FIGURES = ("seconds", "billed_minutes", "credits", "usd")
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+
+
+def parse_instant(value: str, name: str, timezone: str) -> datetime:
+    """An ISO-8601 instant; a date or a time without offset is read in the accounting
+    timezone (so `from=2026-03-01` means local midnight)."""
+    tz = periods.zone(timezone)
+    try:
+        if len(value) == 10:
+            return datetime.combine(date.fromisoformat(value), time(), tzinfo=tz)
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise Unprocessable(
+            f"{name!r} is not an ISO-8601 date or date-time.",
+            kind="invalid-date",
+            extra={"parameter": name},
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=tz)
+
+
+def window(raw_from: str | None, raw_to: str | None, at: datetime, timezone: str) -> Window:
+    """The report window; by default the current calendar month."""
+    start = (
+        parse_instant(raw_from, "from", timezone) if raw_from else periods.month_start(at, timezone)
+    )
+    end = (
+        parse_instant(raw_to, "to", timezone)
+        if raw_to
+        else periods.next_month_start(start, timezone)
+    )
+    if start >= end:
+        raise Unprocessable("'from' must be before 'to'.", kind="invalid-window")
+    if end - start > MAX_WINDOW:
+        raise Unprocessable(
+            f"The window may span at most {MAX_WINDOW.days} days.",
+            kind="window-too-long",
+            extra={"max_days": MAX_WINDOW.days},
+        )
+    return Window(start, end)
+
+
+def group_keys(raw: Sequence[str]) -> list[str]:
+    """group_by values, repeated (`group_by=team&group_by=day`) or comma-separated."""
+    keys: list[str] = []
+    for value in raw:
+        for key in value.split(","):
+            key = key.strip()
+            if key not in repository.GROUP_KEYS:
+                raise Unprocessable(
+                    f"Unknown group_by {key!r}; use {', '.join(repository.GROUP_KEYS)}.",
+                    kind="invalid-group-by",
+                    extra={"allowed": list(repository.GROUP_KEYS)},
+                )
+            if key not in keys:
+                keys.append(key)
+    return keys
+
+
+def scope(actor: Actor, team: str | None) -> tuple[str | None, str | None]:
+    """(team_id, owner) the actor's report is limited to (None: no limit)."""
+    if actor.is_admin:
+        return team, None
+    if team not in (None, actor.team_id):
+        raise Forbidden("A team key reads its own team's usage only.", kind="wrong-team")
+    return actor.team_id, actor.owner
+
+
+def _figures(row: Row[Any]) -> dict[str, Any]:
+    return {
+        "seconds": amounts.seconds_figure(row.seconds),
+        "billed_minutes": int(row.billed_minutes),
+        "credits": row.credits,
+        "usd": row.usd,
+    }
+
+
+def _keys(row: Row[Any], keys: Sequence[str]) -> dict[str, Any]:
+    return {key: getattr(row, repository.GROUP_KEYS[key]) for key in keys}
+
+
+async def report(
+    session: AsyncSession,
+    actor: Actor,
+    *,
+    span: Window,
+    keys: Sequence[str],
+    team: str | None,
+    at: datetime,
+    timezone: str,
+) -> UsageReport:
+    team_id, owner = scope(actor, team)
+    query = repository.UsageQuery(
+        start=span.start,
+        end=span.end,
+        at=at,
+        group_by=keys,
+        timezone=timezone,
+        team_id=team_id,
+        owner=owner,
+        with_total=True,
+    )
+    rows = await repository.usage_rows(session, query, limit=MAX_JSON_ROWS + 2)
+    if len(rows) > MAX_JSON_ROWS + 1:
+        raise Unprocessable(
+            f"The report has more than {MAX_JSON_ROWS} rows: ask for text/csv "
+            "(streamed), group by fewer keys, or narrow the window.",
+            kind="report-too-large",
+            extra={"max_rows": MAX_JSON_ROWS},
+        )
+    out_rows = [UsageRow(**_keys(row, keys), **_figures(row)) for row in rows if not row.is_total]
+    # The empty grouping set yields the total row even when no interval matched.
+    (total_row,) = [row for row in rows if row.is_total]
+    total = UsageFigures(**_figures(total_row))
+    return UsageReport(
+        from_=span.start,
+        to=span.end,
+        at=at,
+        timezone=timezone,
+        group_by=list(keys),
+        team=team_id,
+        rows=out_rows,
+        total=total,
+    )
+
+
+def csv_header(keys: Sequence[str]) -> list[str]:
+    return [*keys, *FIGURES]
+
+
+def _csv_line(values: Sequence[Any]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(
+        ["" if v is None else str(v) for v in values]
+    )
+    return buffer.getvalue()
+
+
+async def csv_lines(
+    sessions: async_sessionmaker[AsyncSession],
+    actor: Actor,
+    *,
+    span: Window,
+    keys: Sequence[str],
+    team: str | None,
+    at: datetime,
+    timezone: str,
+) -> AsyncIterator[str]:
+    """The report as CSV lines, header first, read through a cursor as they are sent.
+
+    Scope is checked before the first line, so a refusal is still a clean problem response."""
+    team_id, owner = scope(actor, team)
+    query = repository.UsageQuery(
+        start=span.start,
+        end=span.end,
+        at=at,
+        group_by=keys,
+        timezone=timezone,
+        team_id=team_id,
+        owner=owner,
+    )
+
+    async def lines() -> AsyncIterator[str]:
+        yield _csv_line(csv_header(keys))
+        async with sessions() as session, session.begin():
+            async for row in repository.stream_usage_rows(session, query):
+                figures = _figures(row)
+                yield _csv_line([*_keys(row, keys).values(), *(figures[name] for name in FIGURES)])
+
+    return lines()

@@ -1,0 +1,134 @@
+"""A sandbox's cost statement: its intervals one by one, each priced by the price-book
+version(s) in force while it ran.
+
+An interval that ran across a price-book change gives one line per version, split at the
+version's effective_from; billed minutes go to the line their start falls in (`amounts`), so
+the lines of one interval add up to exactly its per-started-minute bill. The total is summed
+exactly and rounded once, like a report's total.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import NotFound
+from app.identity.actor import Actor
+from app.models import PriceBook, Sandbox, UsageInterval
+from app.sandboxes import repository as sandboxes_repository
+from app.usage import amounts, ledger, repository
+from app.usage.schemas import CostLine, CostStatement, UsageFigures
+
+
+@dataclass(frozen=True)
+class Priced:
+    interval: UsageInterval
+    start: datetime
+    end: datetime
+    version: PriceBook
+    rate: Decimal
+    credit_usd: Decimal
+    measure: amounts.Measure
+
+
+def _spans(versions: list[PriceBook]) -> list[tuple[PriceBook, datetime | None]]:
+    """Each version with the instant the next one takes over (None for the last)."""
+    return [
+        (v, versions[i + 1].effective_from if i + 1 < len(versions) else None)
+        for i, v in enumerate(versions)
+    ]
+
+
+def _rate(interval: UsageInterval, version: PriceBook) -> Decimal:
+    # The interval keeps the rate it started at; later versions price the minutes after them.
+    if version.id == interval.price_book_id:
+        return interval.credits_per_hour
+    return Decimal(str(version.credits_per_hour[interval.tier]))
+
+
+def price_interval(
+    interval: UsageInterval, versions: list[PriceBook], at: datetime
+) -> list[Priced]:
+    """The interval cut at price-book changes; a zero-length interval gives one empty line."""
+    s = interval.started_at
+    e = max(s, interval.ended_at or at)
+    lines: list[Priced] = []
+    for version, until in _spans(versions):
+        lo = max(s, version.effective_from)
+        hi = e if until is None else min(e, until)
+        in_force_at_start = version.effective_from <= s and (until is None or s < until)
+        if lo < hi or (s == e and in_force_at_start):
+            rate = _rate(interval, version)
+            usd = version.credit_usd
+            measure = amounts.piece(s, e, lo, hi, rate, usd)
+            lines.append(Priced(interval, lo, max(lo, hi), version, rate, usd, measure))
+    return lines
+
+
+async def priced_intervals(session: AsyncSession, sandbox_id: str, at: datetime) -> list[Priced]:
+    versions = await repository.price_versions(session)
+    lines: list[Priced] = []
+    for interval in await ledger.intervals_of(session, sandbox_id):
+        lines.extend(price_interval(interval, versions, at))
+    return lines
+
+
+def figures(measure: amounts.Measure) -> UsageFigures:
+    return UsageFigures(
+        seconds=amounts.seconds_figure(measure.seconds),
+        billed_minutes=measure.billed_minutes,
+        credits=measure.credits,
+        usd=measure.usd,
+    )
+
+
+async def load_visible(session: AsyncSession, actor: Actor, sandbox_id: str) -> Sandbox:
+    """The sandbox if the actor may see it; another team's (or owner's) is a 404, like any
+    other sandbox route, so its existence does not leak."""
+    sandbox = await sandboxes_repository.get(
+        session, sandbox_id, team_id=None if actor.is_admin else actor.team_id, for_update=False
+    )
+    if sandbox is None or (actor.owner is not None and sandbox.owner != actor.owner):
+        raise NotFound(f"Sandbox {sandbox_id!r} does not exist.", kind="sandbox-not-found")
+    return sandbox
+
+
+async def statement(
+    session: AsyncSession, actor: Actor, sandbox_id: str, at: datetime
+) -> CostStatement:
+    sandbox = await load_visible(session, actor, sandbox_id)
+    priced = await priced_intervals(session, sandbox.id, at)
+    total = sum((p.measure for p in priced), amounts.ZERO)
+    return CostStatement(
+        sandbox_id=sandbox.id,
+        team=sandbox.team_id,
+        owner=sandbox.owner,
+        at=at,
+        lines=[
+            CostLine(
+                interval_id=p.interval.id,
+                tier=p.interval.tier,
+                started_at=p.interval.started_at,
+                ended_at=p.interval.ended_at,
+                end_cause=p.interval.end_cause,
+                from_=p.start,
+                to=p.end,
+                price_book_id=p.version.id,
+                price_effective_from=p.version.effective_from,
+                credits_per_hour=p.rate,
+                credit_usd=p.credit_usd,
+                **figures(p.measure).model_dump(),
+            )
+            for p in priced
+        ],
+        total=figures(total),
+    )
+
+
+async def accrued(session: AsyncSession, sandbox_id: str, at: datetime) -> amounts.Measure:
+    """Everything the sandbox has cost so far, exact (for the sandbox's own view)."""
+    priced = await priced_intervals(session, sandbox_id, at)
+    return sum((p.measure for p in priced), amounts.ZERO)
