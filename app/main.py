@@ -24,6 +24,8 @@ from app.db import (
 from app.errors import install_handlers
 from app.identity import service as identity_service
 from app.middleware import RequestContext
+from app.reconcile.endpoints import router as reconcile_router
+from app.reconcile.loop import ReconcileLoop
 from app.runtime import Runtime
 from app.sandboxes.endpoints import router as sandboxes_router
 from app.settings import Settings
@@ -136,9 +138,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         built = await build_runtime(settings)
         app.state.runtime = built
         announce(built, await bootstrap_admin_key(built))
+        reconciler = ReconcileLoop(built) if settings.reconcile_enabled else None
+        if reconciler is not None:
+            reconciler.start()
         try:
             yield
         finally:
+            if reconciler is not None:
+                await reconciler.stop()
             await close_runtime(built)
 
     app = FastAPI(
@@ -152,6 +159,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_handlers(app)
     app.include_router(sandboxes_router)
     app.include_router(admin_router)
+    app.include_router(reconcile_router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

@@ -52,6 +52,14 @@ class Settings(BaseSettings):
 
     reconcile_interval: float = Field(default=15.0, gt=0)
     reconcile_enabled: bool = True
+    # `/vm/running` is refreshed only about every 30 s: a sandbox started less than this long
+    # ago and not yet seen there is not counted missing.
+    reconcile_sighting_grace_seconds: float = Field(default=90.0, ge=0)
+    # A VM found running upstream that Corral did not start: keep it (recorded under team
+    # `unassigned`) or shut it down.
+    unmanaged_policy: Literal["adopt", "shutdown"] = "adopt"
+    # This process's name in reconcile runs; default host:pid.
+    replica: str | None = Field(default=None, max_length=128)
 
     # Budgets run per calendar month, and usage reports group by calendar day, in this IANA
     # timezone.

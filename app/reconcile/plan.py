@@ -1,0 +1,248 @@
+"""What one reconcile period should repair, decided from one poll and one load of the rows.
+
+`classify` is pure: it takes the upstream's `/vm/running` answer and the database rows that
+could be involved, and sorts every difference into a drift kind. Nothing here talks to the
+database or the upstream, so every rule below is testable on plain values.
+
+Drift kinds (DESIGN §8):
+
+    stopped_upstream   running here, absent upstream in two consecutive polls → hibernated
+    woken_upstream     running upstream, stopped here → running from `session_started_at`
+    unmanaged          running upstream, no row here → a row of team `unassigned`
+    tier_changed       running both sides at different tiers → the interval is split
+    unresolved         `starting` past its reservation, or `unknown` → adopted or failed
+    orphan             running upstream but deleted/failed here → shut down upstream
+
+Rules that keep a stale `/vm/running` (it is refreshed only about every 30 s) from causing a
+false repair:
+- a miss counts only for a sandbox the poll could have seen: one seen running since its last
+  start, or started longer than the sighting grace ago. Otherwise the miss counter is reset;
+- a VM listed running whose row is stopped counts as woken only if its `session_started_at` is
+  later than the moment Corral recorded the stop: an older session is the one Corral stopped,
+  still in a stale snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+
+from app.tiers import LIST_CREDITS_PER_HOUR
+from app.upstream.schemas import RunningVM
+
+# Consecutive polls a running sandbox must be missing from before it is closed.
+MISSES_TO_CLOSE = 2
+
+_TIER_BY_CREDITS: dict[Decimal, str] = {rate: tier for tier, rate in LIST_CREDITS_PER_HOUR.items()}
+# CPU cores and memory (GiB) per tier, as the upstream's `/vm/running` reports them (CONTRACT §4).
+_TIER_BY_SPECS: dict[tuple[int, int], str] = {
+    (1, 2): "Pico",
+    (2, 4): "Nano",
+    (4, 8): "Micro",
+    (8, 16): "Small",
+    (16, 32): "Medium",
+    (32, 64): "Large",
+    (64, 128): "XLarge",
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """The columns of a sandbox the reconciler reasons about."""
+
+    id: str
+    upstream_id: str | None
+    team_id: str
+    owner: str | None
+    tier: str
+    state: str
+    managed: bool
+    operation_id: str
+    hibernation_timeout_seconds: int
+    reservation_expires_at: datetime | None
+    state_changed_at: datetime
+    last_started_at: datetime | None
+    last_seen_running_at: datetime | None
+    upstream_last_active_at: datetime | None
+    missed_polls: int
+
+
+@dataclass(frozen=True)
+class Closing:
+    row: Row
+    ended_at: datetime
+    detail: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Waking:
+    row: Row
+    vm: RunningVM
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class Resize:
+    row: Row
+    vm: RunningVM
+    tier: str
+
+
+@dataclass
+class Plan:
+    """Everything one period found, by what has to be done about it."""
+
+    seen: list[tuple[Row, RunningVM]] = field(default_factory=list)
+    missed: list[Row] = field(default_factory=list)
+    # Rows whose miss counter must go back to 0 without a sighting (not observable yet).
+    unobservable: list[Row] = field(default_factory=list)
+    closing: list[Closing] = field(default_factory=list)
+    waking: list[Waking] = field(default_factory=list)
+    resizing: list[Resize] = field(default_factory=list)
+    unknown_vms: list[RunningVM] = field(default_factory=list)
+    unresolved: list[Row] = field(default_factory=list)
+    # `starting` rows still within their reservation whose fork has not answered yet: a VM
+    # unknown here may be theirs, so they are looked up before anything is called unmanaged.
+    pending: list[Row] = field(default_factory=list)
+    orphans: list[tuple[Row, RunningVM]] = field(default_factory=list)
+
+
+def upstream_tier(vm: RunningVM) -> str | None:
+    """The tier a `/vm/running` row describes: by its specs, else by its credit basis."""
+    if vm.specs is not None and vm.specs.cpu is not None and vm.specs.memory is not None:
+        tier = _TIER_BY_SPECS.get((vm.specs.cpu, vm.specs.memory))
+        if tier is not None:
+            return tier
+    if vm.credit_basis is not None:
+        try:
+            return _TIER_BY_CREDITS.get(Decimal(vm.credit_basis.strip()))
+        except InvalidOperation:
+            return None
+    return None
+
+
+def clamp(moment: datetime, low: datetime, high: datetime) -> datetime:
+    return max(low, min(moment, high))
+
+
+def estimate_end(
+    *,
+    last_active_at: datetime | None,
+    hibernation_timeout_seconds: int,
+    seen_running_at: datetime,
+    seen_stopped_at: datetime,
+) -> datetime:
+    """When an auto-hibernated VM stopped: `last_active_at + timeout`, clamped between the last
+    sighting running and the first sighting stopped (DESIGN §5). Without a last activity the
+    last sighting stands in for it."""
+    high = max(seen_running_at, seen_stopped_at)
+    activity = last_active_at or seen_running_at
+    return clamp(activity + timedelta(seconds=hibernation_timeout_seconds), seen_running_at, high)
+
+
+def _observable(row: Row, poll_at: datetime, grace: timedelta) -> bool:
+    """Could this poll have listed the sandbox if it were running? Not for a start that is
+    newer than the last sighting and younger than the grace: the snapshot may predate it."""
+    started = row.last_started_at
+    if started is None:
+        return True
+    if row.last_seen_running_at is not None and row.last_seen_running_at >= started:
+        return True
+    return started <= poll_at - grace
+
+
+def _woken_start(row: Row, vm: RunningVM, poll_at: datetime, grace: timedelta) -> datetime | None:
+    """The start of a session Corral did not know about, or None if the listing is stale."""
+    stopped_at = row.state_changed_at
+    session = vm.session_started_at
+    if session is None:
+        # Without a session start only a stop older than any snapshot can be trusted.
+        return poll_at if stopped_at <= poll_at - grace else None
+    if session <= stopped_at:
+        return None
+    # The upstream's clock may run ahead of ours: never open an interval in the future.
+    return clamp(session, stopped_at, poll_at)
+
+
+def classify(
+    vms: list[RunningVM],
+    rows: list[Row],
+    *,
+    poll_at: datetime,
+    previous_poll_at: datetime | None,
+    grace: timedelta,
+) -> Plan:
+    plan = Plan()
+    listed = {vm.id: vm for vm in vms if vm.id}
+    claimed: set[str] = set()
+    for row in rows:
+        vm = listed.get(row.upstream_id) if row.upstream_id else None
+        if row.upstream_id is not None and vm is not None:
+            claimed.add(row.upstream_id)
+        if row.state == "running":
+            _classify_running(plan, row, vm, poll_at, previous_poll_at, grace)
+        elif row.state in ("hibernated", "shutdown"):
+            if vm is not None:
+                started = _woken_start(row, vm, poll_at, grace)
+                if started is not None:
+                    plan.waking.append(Waking(row, vm, started))
+        elif row.state == "starting":
+            expired = row.reservation_expires_at is None or row.reservation_expires_at <= poll_at
+            if expired:
+                plan.unresolved.append(row)
+            elif row.upstream_id is None:
+                plan.pending.append(row)
+        elif row.state == "unknown":
+            plan.unresolved.append(row)
+        elif row.state in ("deleted", "failed") and vm is not None:
+            plan.orphans.append((row, vm))
+    plan.unknown_vms = [vm for vm_id, vm in listed.items() if vm_id not in claimed]
+    return plan
+
+
+def _classify_running(
+    plan: Plan,
+    row: Row,
+    vm: RunningVM | None,
+    poll_at: datetime,
+    previous_poll_at: datetime | None,
+    grace: timedelta,
+) -> None:
+    if vm is not None:
+        plan.seen.append((row, vm))
+        tier = upstream_tier(vm)
+        if tier is not None and tier != row.tier:
+            plan.resizing.append(Resize(row, vm, tier))
+        return
+    if not _observable(row, poll_at, grace):
+        if row.missed_polls:
+            plan.unobservable.append(row)
+        return
+    if row.missed_polls + 1 < MISSES_TO_CLOSE:
+        plan.missed.append(row)
+        return
+    seen_running = row.last_seen_running_at or row.last_started_at or row.state_changed_at
+    # The first poll that missed it was the previous one; without it, this one.
+    seen_stopped = previous_poll_at if previous_poll_at is not None else poll_at
+    if seen_stopped < seen_running:
+        seen_stopped = poll_at
+    ended = estimate_end(
+        last_active_at=row.upstream_last_active_at,
+        hibernation_timeout_seconds=row.hibernation_timeout_seconds,
+        seen_running_at=seen_running,
+        seen_stopped_at=seen_stopped,
+    )
+    plan.closing.append(
+        Closing(
+            row,
+            ended,
+            {
+                "last_seen_running_at": seen_running.isoformat(),
+                "first_seen_stopped_at": seen_stopped.isoformat(),
+                "last_active_at": row.upstream_last_active_at.isoformat()
+                if row.upstream_last_active_at
+                else "",
+            },
+        )
+    )
