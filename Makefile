@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck deploy-check bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	bash .ci/validate-deploy
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -29,6 +30,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# Dockerfile, compose file, Kubernetes manifests, alert rules and dashboard (no engine needed).
+deploy-check: $(STAMP)
+	bash .ci/validate-deploy
 
 clean:
 	rm -rf $(VENV) .data

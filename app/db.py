@@ -74,7 +74,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per checkout; a dead connection fails its
+        # statement and is discarded by the pool instead.
+        pool_pre_ping=False,
         # Short statements only: nothing in Corral should hold a connection for long.
         connect_args={"server_settings": {"application_name": "corral"}},
     )

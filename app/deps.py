@@ -59,11 +59,14 @@ def _bearer(request: Request) -> str:
 
 async def authenticate(request: Request, runtime: RuntimeDep) -> Actor:
     token = _bearer(request)
-    admin_key = runtime.settings.admin_key
-    async with runtime.sessions() as session, session.begin():
-        actor = await identity_service.authenticate(
-            session, token, env_admin_key=admin_key.get_secret_value() if admin_key else None
-        )
+    actor = runtime.keys.get(token)
+    if actor is None:
+        admin_key = runtime.settings.admin_key
+        async with runtime.sessions() as session, session.begin():
+            actor = await identity_service.authenticate(
+                session, token, env_admin_key=admin_key.get_secret_value() if admin_key else None
+            )
+        runtime.keys.put(token, actor, actor.expires_at)
     request.state.actor = actor
     return actor
 

@@ -9,27 +9,30 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.admin.endpoints import router as admin_router
+from app.audit.endpoints import router as audit_router
 from app.db import (
     create_engine,
     database_url,
     migrate,
-    migrations_current,
     session_factory,
     transaction,
 )
 from app.errors import install_handlers
 from app.identity import service as identity_service
+from app.metrics import observe_upstream
 from app.middleware import RequestContext
+from app.operations.circuit import UpstreamCircuit, chain
+from app.operations.endpoints import CIRCUIT_KEY
+from app.operations.endpoints import router as operations_router
 from app.reconcile.endpoints import router as reconcile_router
 from app.reconcile.loop import ReconcileLoop
 from app.runtime import Runtime
 from app.sandboxes.endpoints import router as sandboxes_router
 from app.settings import Settings
-from app.upstream.client import UpstreamClient
+from app.upstream.client import Observer, UpstreamClient
 from app.usage import periods
 from app.usage.endpoints import router as usage_router
 from app.usage.warning import BudgetWarning
@@ -41,7 +44,9 @@ class StartupError(RuntimeError):
     """Corral cannot start as configured (the message says why)."""
 
 
-def build_upstream(settings: Settings) -> tuple[UpstreamClient, object | None]:
+def build_upstream(
+    settings: Settings, observer: Observer | None = None
+) -> tuple[UpstreamClient, object | None]:
     """The upstream client, and the in-process simulator app when simulating."""
     if settings.upstream_mode == "simulator":
         from app.upstream.simulator import create_simulator_app
@@ -56,6 +61,7 @@ def build_upstream(settings: Settings) -> tuple[UpstreamClient, object | None]:
                 transport=transport,
                 timeout=settings.upstream_timeout_seconds,
                 deadline=settings.upstream_deadline_seconds,
+                observer=observer,
             ),
             simulator,
         )
@@ -68,6 +74,7 @@ def build_upstream(settings: Settings) -> tuple[UpstreamClient, object | None]:
         settings.upstream_key.get_secret_value(),
         timeout=settings.upstream_timeout_seconds,
         deadline=settings.upstream_deadline_seconds,
+        observer=observer,
     )
     return client, None
 
@@ -75,13 +82,16 @@ def build_upstream(settings: Settings) -> tuple[UpstreamClient, object | None]:
 async def build_runtime(settings: Settings) -> Runtime:
     engine = create_engine(database_url(settings))
     await migrate(engine)
-    upstream, simulator = build_upstream(settings)
+    # Every upstream attempt feeds the latency/error metrics and the circuit /readyz reports.
+    circuit = UpstreamCircuit()
+    upstream, simulator = build_upstream(settings, chain(observe_upstream, circuit.observe))
     return Runtime(
         settings=settings,
         engine=engine,
         sessions=session_factory(engine),
         upstream=upstream,
         simulator=simulator,
+        extras={CIRCUIT_KEY: circuit},
     )
 
 
@@ -161,22 +171,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(admin_router)
     app.include_router(reconcile_router)
 
-    @app.get("/healthz", tags=["operations"])
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "upstream": app.state.runtime.settings.upstream_mode}
-
-    @app.get("/readyz", tags=["operations"])
-    async def readyz() -> JSONResponse:
-        rt: Runtime = app.state.runtime
-        checks: dict[str, object] = {"upstream": rt.settings.upstream_mode}
-        try:
-            checks["migrations_current"] = await migrations_current(rt.engine)
-            checks["database"] = "ok"
-        except Exception as exc:  # any failure to reach the database means not ready
-            checks["database"] = f"unreachable: {type(exc).__name__}"
-            checks["migrations_current"] = False
-        ready = checks["database"] == "ok" and checks["migrations_current"] is True
-        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+    app.include_router(operations_router)
+    app.include_router(audit_router)
 
     app.include_router(usage_router)
 

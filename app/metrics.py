@@ -18,6 +18,12 @@ UPSTREAM_MODE = Gauge(
     ["mode"],
     registry=REGISTRY,
 )
+UPSTREAM_CIRCUIT = Gauge(
+    "corral_upstream_circuit_state",
+    "1 for the upstream circuit state this replica sees (closed, open, half-open), else 0.",
+    ["state"],
+    registry=REGISTRY,
+)
 ADMISSIONS = Counter(
     "corral_admissions_total",
     "Admission decisions for actions that make a VM run, by outcome and the limit that refused.",

@@ -1,4 +1,9 @@
-"""ASGI middleware: request ids, the request body limit, and one access-log line per request."""
+"""ASGI middleware: request ids, the request body limit, one access-log line per request, and
+the HTTP latency histogram.
+
+Both the log line and the histogram name the route by its template (`/v1/sandboxes/{sandbox_id}`),
+never the raw path, so neither carries sandbox ids and the metric's label set stays bounded;
+a request that matched no route is `unmatched`."""
 
 from __future__ import annotations
 
@@ -12,9 +17,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import context
 from app.errors import PayloadTooLarge, problem_response
+from app.metrics import HTTP_LATENCY
 
 log = logging.getLogger("corral.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Anything else a client invents is one label value, so it cannot grow the series count.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class _TooLarge(Exception):
@@ -68,14 +76,21 @@ class RequestContext:
             response = problem_response(error.status, kind=error.kind, detail=error.detail)
             await response(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
+            elapsed = time.perf_counter() - started
+            route_template = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope.get("method", "")
+            HTTP_LATENCY.labels(
+                method if method in _METHODS else "other", route_template, str(status["code"])
+            ).observe(elapsed)
             log.info(
                 "request",
                 extra={
-                    "method": scope.get("method"),
-                    "route": getattr(route, "path", None) or "unmatched",
+                    # On the record itself too, so a handler that formats later still has it.
+                    "request_id": request_id,
+                    "method": method,
+                    "route": route_template,
                     "status": status["code"],
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(elapsed * 1000, 2),
                     "key_id": _actor_key(scope),
                 },
             )

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.identity.cache import KeyCache
 from app.settings import Settings
 from app.upstream.client import UpstreamClient
 
@@ -20,3 +21,4 @@ class Runtime:
     # The in-process simulator's FastAPI app when upstream_mode is "simulator".
     simulator: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    keys: KeyCache = field(default_factory=KeyCache)

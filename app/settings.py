@@ -17,7 +17,10 @@ UpstreamMode = Literal["simulator", "codesandbox"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore", frozen=True)
+    # An empty variable means unset, so deployments can template optional settings as "".
+    model_config = SettingsConfigDict(
+        env_prefix="CORRAL_", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     database_url: SecretStr | None = Field(
         default=None,
@@ -66,6 +69,14 @@ class Settings(BaseSettings):
     budget_timezone: str = "UTC"
     # How long a team's budget status is reused for the Corral-Budget-Warning header.
     budget_warning_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+
+    metrics_token: SecretStr | None = Field(
+        default=None, description="When set, /metrics requires Authorization: Bearer <token>."
+    )
+    metrics_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    # An upstream outage is shared by every replica, so by default it shows in /readyz without
+    # failing it (failing would empty the Service and take the database-only routes down too).
+    ready_requires_upstream: bool = False
 
     credit_usd: Decimal = Decimal("0.01486")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)

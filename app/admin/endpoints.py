@@ -17,7 +17,7 @@ from app.admin.schemas import (
     TeamPatch,
 )
 from app.audit import service as audit
-from app.deps import AdminActor, SessionDep
+from app.deps import AdminActor, RuntimeDep, SessionDep
 from app.identity import service as identity_service
 from app.identity.service import IssuedKey
 
@@ -75,8 +75,11 @@ async def patch_team(
 
 
 @router.delete("/teams/{team}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_team(team: TeamPath, actor: AdminActor, session: SessionDep) -> None:
+async def delete_team(
+    team: TeamPath, actor: AdminActor, session: SessionDep, rt: RuntimeDep
+) -> None:
     await identity_service.delete_team(session, team)
+    rt.keys.forget(team_id=team)
     await audit.record(session, actor=actor.key_id, action="team.delete", team_id=team, target=team)
 
 
@@ -109,8 +112,10 @@ async def list_keys(team: TeamPath, actor: AdminActor, session: SessionDep) -> l
     "/keys/{key_id}/rotate", status_code=status.HTTP_201_CREATED, response_model=IssuedKeyOut
 )
 async def rotate_key(
-    key_id: KeyPath, body: KeyRotate, actor: AdminActor, session: SessionDep
+    key_id: KeyPath, body: KeyRotate, actor: AdminActor, session: SessionDep, rt: RuntimeDep
 ) -> IssuedKeyOut:
+    # The old key's expiry changes: drop what this replica remembers of it.
+    rt.keys.forget(key_id)
     issued = await identity_service.rotate_key(
         session, key_id, overlap=timedelta(seconds=body.overlap_seconds)
     )
@@ -125,9 +130,17 @@ async def rotate_key(
     return _issued(issued)
 
 
+@router.get("/keys/{key_id}", response_model=KeyOut)
+async def get_key(key_id: KeyPath, actor: AdminActor, session: SessionDep) -> KeyOut:
+    return KeyOut.model_validate(await identity_service.get_key(session, key_id))
+
+
 @router.delete("/keys/{key_id}", response_model=KeyOut)
-async def revoke_key(key_id: KeyPath, actor: AdminActor, session: SessionDep) -> KeyOut:
+async def revoke_key(
+    key_id: KeyPath, actor: AdminActor, session: SessionDep, rt: RuntimeDep
+) -> KeyOut:
     row = await identity_service.revoke_key(session, key_id)
+    rt.keys.forget(key_id)
     await audit.record(
         session, actor=actor.key_id, action="key.revoke", team_id=row.team_id, target=key_id
     )

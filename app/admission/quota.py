@@ -54,9 +54,8 @@ async def check(
         if sandbox is None:
             raise NotFound(f"Sandbox {body.sandbox_id!r} does not exist.")
         owner, tier = sandbox.owner, sandbox.tier
-    plan = await service.load_plan(session, lock=False)
     refusal = await service.decide(
-        session, team, owner=owner, tier=tier, plan=plan, at=datetime.now(UTC)
+        session, team, owner=owner, tier=tier, at=datetime.now(UTC), lock=False
     )
     if refusal is not None:
         raise refusal
@@ -68,7 +67,7 @@ async def show(session: AsyncSession, actor: Actor, requested: str | None) -> Qu
     team = await identity_service.get_team(session, team_id)
     at = datetime.now(UTC)
     plan = await service.load_plan(session, lock=False)
-    used = await service.usage(session, plan, team_id, None, at)
+    used = await service.usage(session, plan, team_id, None, await service.rates_at(session, at))
     by_state = dict(
         (
             await session.execute(

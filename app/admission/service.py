@@ -30,14 +30,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import AppError, Forbidden, PaymentRequired, TooManyRequests
 from app.metrics import ADMISSIONS
 from app.models import OrgPlan, Sandbox, Team
-from app.tiers import rank
-from app.usage import budget, ledger
+from app.tiers import LIST_CREDITS_PER_HOUR, rank
+from app.usage import budget
+from app.usage import repository as usage_repository
 
 LIVE_STATES = ("starting", "running", "unknown")
 PLAN_LIMITS = {"build": 10, "scale": 250}
@@ -73,6 +74,18 @@ async def load_plan(session: AsyncSession, *, lock: bool) -> OrgPlan:
     return plan
 
 
+async def rates_at(session: AsyncSession, at: datetime) -> dict[str, Decimal]:
+    """Credits/h of every tier at a moment: one price-book read per decision."""
+    version = await usage_repository.price_version_at(session, at)
+    if version is None:
+        return dict(LIST_CREDITS_PER_HOUR)
+    return {tier: Decimal(str(rate)) for tier, rate in version.credits_per_hour.items()}
+
+
+def _burn(tiers: dict[str, int], rates: dict[str, Decimal]) -> Decimal:
+    return sum((rates[tier] * count for tier, count in tiers.items()), Decimal(0))
+
+
 async def burn_rate(
     session: AsyncSession, team_id: str, at: datetime, *, excluding: str | None = None
 ) -> Decimal:
@@ -84,48 +97,45 @@ async def burn_rate(
     )
     if excluding is not None:
         query = query.where(Sandbox.id != excluding)
-    total = Decimal(0)
-    for tier, count in (await session.execute(query)).all():
-        total += await ledger.rate_for(session, tier, at) * count
-    return total
+    tiers = {tier: count for tier, count in (await session.execute(query)).all()}
+    return _burn(tiers, await rates_at(session, at))
+
+
+# Every count a decision needs, in one statement, so the org lock is held for one round trip.
+_COUNTS = text(
+    """
+    WITH live AS (
+        SELECT team_id, owner, tier FROM sandboxes
+        WHERE state IN ('starting', 'running', 'unknown')
+    ),
+    per_team AS (SELECT team_id, count(*) AS n FROM live GROUP BY team_id),
+    team_tiers AS (SELECT tier, count(*) AS n FROM live WHERE team_id = :team GROUP BY tier)
+    SELECT
+        (SELECT count(*) FROM live) AS org_live,
+        (SELECT count(*) FROM live WHERE team_id = :team) AS team_live,
+        (SELECT count(*) FROM live WHERE team_id = :team AND owner = :owner) AS owner_live,
+        (SELECT coalesce(json_object_agg(tier, n), '{}') FROM team_tiers) AS team_tiers,
+        (SELECT coalesce(sum(greatest(t.guaranteed - coalesce(p.n, 0), 0)), 0)
+           FROM teams t LEFT JOIN per_team p ON p.team_id = t.id
+          WHERE t.guaranteed > 0 AND t.id <> :team AND t.deleted_at IS NULL) AS reserved
+    """
+)
 
 
 async def usage(
-    session: AsyncSession, plan: OrgPlan, team_id: str, owner: str | None, at: datetime
+    session: AsyncSession,
+    plan: OrgPlan,
+    team_id: str,
+    owner: str | None,
+    rates: dict[str, Decimal],
 ) -> Usage:
-    live = Sandbox.state.in_(LIVE_STATES)
-    org_live, team_live, owner_live = (
-        await session.execute(
-            select(
-                func.count(),
-                func.count().filter(Sandbox.team_id == team_id),
-                func.count().filter(Sandbox.team_id == team_id, Sandbox.owner == owner),
-            ).where(live)
-        )
-    ).one()
-    # Slots the org keeps free for other teams' guarantees that they are not using yet.
-    per_team = (
-        select(Sandbox.team_id, func.count().label("n"))
-        .where(live)
-        .group_by(Sandbox.team_id)
-        .subquery()
-    )
-    reserved = await session.scalar(
-        select(
-            func.coalesce(
-                func.sum(func.greatest(Team.guaranteed - func.coalesce(per_team.c.n, 0), 0)), 0
-            )
-        )
-        .select_from(Team)
-        .outerjoin(per_team, per_team.c.team_id == Team.id)
-        .where(Team.guaranteed > 0, Team.id != team_id, Team.deleted_at.is_(None))
-    )
+    row = (await session.execute(_COUNTS, {"team": team_id, "owner": owner})).one()
     return Usage(
-        org_live=org_live,
-        team_live=team_live,
-        owner_live=owner_live if owner is not None else 0,
-        team_burn=await burn_rate(session, team_id, at),
-        reserved_for_others=int(reserved or 0),
+        org_live=row.org_live,
+        team_live=row.team_live,
+        owner_live=row.owner_live if owner is not None else 0,
+        team_burn=_burn(row.team_tiers, rates),
+        reserved_for_others=int(row.reserved),
         effective_limit=effective_limit(plan),
     )
 
@@ -150,16 +160,10 @@ def _refusal(
     return error(detail, kind="quota-exceeded" if error is Forbidden else None, extra=extra)
 
 
-async def decide(
-    session: AsyncSession,
-    team: Team,
-    *,
-    owner: str | None,
-    tier: str,
-    plan: OrgPlan,
-    at: datetime,
+async def precheck(
+    session: AsyncSession, team: Team, *, tier: str, at: datetime
 ) -> AppError | None:
-    """The refusal for one more running VM of this team/owner/tier, or None to admit."""
+    """The limits that do not depend on what else runs: tier and budget."""
     if team.max_tier is not None and rank(tier) > rank(team.max_tier):
         return _refusal(
             Forbidden, "max_tier", "team", tier, team.max_tier,
@@ -172,7 +176,13 @@ async def decide(
                 PaymentRequired, "monthly_budget", "team", spent, team.monthly_budget_credits,
                 f"Team {team.id} has spent its monthly budget.",
             )  # fmt: skip
-    now_used = await usage(session, plan, team.id, owner, at)
+    return None
+
+
+def capacity(
+    team: Team, now_used: Usage, *, owner: str | None, tier: str, rate: Decimal
+) -> AppError | None:
+    """The concurrency and burn-rate limits, narrowest first, against live counts."""
     per_owner = team.max_concurrent_per_owner
     if owner is not None and per_owner is not None and now_used.owner_live + 1 > per_owner:
         return _refusal(
@@ -184,21 +194,22 @@ async def decide(
             TooManyRequests, "max_concurrent", "team", now_used.team_live, team.max_concurrent,
             f"Team {team.id} already runs {now_used.team_live} sandboxes.",
         )  # fmt: skip
-    if team.max_credits_per_hour is not None:
-        rate = await ledger.rate_for(session, tier, at)
-        if now_used.team_burn + rate > team.max_credits_per_hour:
-            return _refusal(
-                TooManyRequests, "max_credits_per_hour", "team", now_used.team_burn,
-                team.max_credits_per_hour,
-                f"A {tier} ({rate} credits/h) would take team {team.id} over its burn rate.",
-            )  # fmt: skip
-    # The team's own unused guarantee is not reserved against it.
-    own_guarantee_free = max(team.guaranteed - now_used.team_live, 0)
+    if (
+        team.max_credits_per_hour is not None
+        and now_used.team_burn + rate > team.max_credits_per_hour
+    ):
+        return _refusal(
+            TooManyRequests, "max_credits_per_hour", "team", now_used.team_burn,
+            team.max_credits_per_hour,
+            f"A {tier} ({plain(rate)} credits/h) would take team {team.id} over its burn rate.",
+        )  # fmt: skip
     if now_used.org_live + 1 > now_used.effective_limit:
         return _refusal(
             TooManyRequests, "org_plan", "org", now_used.org_live, now_used.effective_limit,
             f"The organisation runs {now_used.org_live} of {now_used.effective_limit} VMs.",
         )  # fmt: skip
+    # The team's own unused guarantee is not reserved against it.
+    own_guarantee_free = max(team.guaranteed - now_used.team_live, 0)
     if own_guarantee_free == 0 and (
         now_used.org_live + 1 + now_used.reserved_for_others > now_used.effective_limit
     ):
@@ -208,6 +219,28 @@ async def decide(
             "The remaining capacity is guaranteed to other teams.",
         )  # fmt: skip
     return None
+
+
+async def decide(
+    session: AsyncSession,
+    team: Team,
+    *,
+    owner: str | None,
+    tier: str,
+    at: datetime,
+    lock: bool,
+) -> AppError | None:
+    """The refusal for one more running VM of this team/owner/tier, or None to admit.
+
+    With `lock`, the org row is locked after the checks that need no lock and before the
+    counts, and stays locked until the caller's transaction ends."""
+    refusal = await precheck(session, team, tier=tier, at=at)
+    if refusal is not None:
+        return refusal
+    rates = await rates_at(session, at)
+    plan = await load_plan(session, lock=lock)
+    now_used = await usage(session, plan, team.id, owner, rates)
+    return capacity(team, now_used, owner=owner, tier=tier, rate=rates[tier])
 
 
 async def admit(
@@ -223,10 +256,9 @@ async def admit(
 
     Call inside the transaction that then reserves the `starting` row and commits."""
     at = at or datetime.now(UTC)
-    plan = await load_plan(session, lock=True)
     team = await session.get(Team, team_id)
     assert team is not None
-    refusal = await decide(session, team, owner=owner, tier=tier, plan=plan, at=at)
+    refusal = await decide(session, team, owner=owner, tier=tier, at=at, lock=True)
     limit = refusal.extra["limit"] if refusal is not None else "none"
     ADMISSIONS.labels(action, "refused" if refusal else "admitted", limit).inc()
     if refusal is not None:
@@ -248,7 +280,7 @@ async def check_resize(
     if team.max_credits_per_hour is not None and sandbox.state == "running":
         await load_plan(session, lock=True)
         others = await burn_rate(session, team.id, at, excluding=sandbox.id)
-        rate = await ledger.rate_for(session, tier, at)
+        rate = (await rates_at(session, at))[tier]
         if others + rate > team.max_credits_per_hour:
             raise _refusal(
                 TooManyRequests, "max_credits_per_hour", "team", others,

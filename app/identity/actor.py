@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -12,6 +13,8 @@ class Actor:
     scopes: frozenset[str]
     is_admin: bool = False
     owner: str | None = None
+    # When the key stops working on its own (rotation overlap, expiry); None: never.
+    expires_at: datetime | None = None
 
     def has(self, scope: str) -> bool:
         return self.is_admin or scope in self.scopes

@@ -117,10 +117,15 @@ async def list_keys(session: AsyncSession, team_id: str) -> list[ApiKey]:
     return list(rows)
 
 
-async def revoke_key(session: AsyncSession, key_id: str) -> ApiKey:
+async def get_key(session: AsyncSession, key_id: str) -> ApiKey:
     row = await session.get(ApiKey, key_id)
     if row is None:
         raise NotFound(f"Key {key_id!r} does not exist.")
+    return row
+
+
+async def revoke_key(session: AsyncSession, key_id: str) -> ApiKey:
+    row = await get_key(session, key_id)
     if row.revoked_at is None:
         row.revoked_at = datetime.now(UTC)
         await session.flush()
@@ -176,6 +181,7 @@ async def authenticate(session: AsyncSession, token: str, *, env_admin_key: str 
         scopes=frozenset(row.scopes),
         is_admin=row.is_admin,
         owner=row.owner,
+        expires_at=row.expires_at,
     )
 
 

@@ -294,22 +294,23 @@ async def create(rt: Runtime, actor: Actor, spec: CreateSpec, *, action: str = "
             raise to_problem(err, sandbox_id=sandbox.id)
 
     assert upstream_id is not None
+    if spec.start:
+        return await _start_reserved(
+            rt, actor, sandbox, action="sandbox.create", revert_to=None, upstream_id=upstream_id
+        )
     async with transaction(rt.sessions) as session:
         sandbox = await _reload(session, sandbox.id)
         sandbox.upstream_id = upstream_id
-        if not spec.start:
-            await transition(session, sandbox, "shutdown", cause="api", actor=actor.key_id)
-            await audit.record(
-                session,
-                actor=actor.key_id,
-                action="sandbox.create",
-                team_id=sandbox.team_id,
-                target=sandbox.id,
-                detail={"upstream_id": upstream_id, "start": False},
-            )
-            return Outcome(sandbox)
-
-    return await _start_reserved(rt, actor, sandbox.id, action="sandbox.create", revert_to=None)
+        await transition(session, sandbox, "shutdown", cause="api", actor=actor.key_id)
+        await audit.record(
+            session,
+            actor=actor.key_id,
+            action="sandbox.create",
+            team_id=sandbox.team_id,
+            target=sandbox.id,
+            detail={"upstream_id": upstream_id, "start": False},
+        )
+    return Outcome(sandbox)
 
 
 async def fork(rt: Runtime, actor: Actor, source_id: str, body: SandboxFork) -> Outcome:
@@ -398,7 +399,15 @@ async def start(rt: Runtime, actor: Actor, sandbox_id: str, *, action: str = "st
             await _reserve(rt, session, sandbox, actor)
     if previous == "running":
         return await _start_running(rt, actor, sandbox)
-    return await _start_reserved(rt, actor, sandbox.id, action="sandbox.start", revert_to=previous)
+    assert sandbox.upstream_id is not None
+    return await _start_reserved(
+        rt,
+        actor,
+        sandbox,
+        action="sandbox.start",
+        revert_to=previous,
+        upstream_id=sandbox.upstream_id,
+    )
 
 
 def _check_startable(sandbox: Sandbox) -> None:
@@ -452,17 +461,23 @@ async def _start_running(rt: Runtime, actor: Actor, sandbox: Sandbox) -> Outcome
 
 
 async def _start_reserved(
-    rt: Runtime, actor: Actor, sandbox_id: str, *, action: str, revert_to: str | None
+    rt: Runtime,
+    actor: Actor,
+    reserved: Sandbox,
+    *,
+    action: str,
+    revert_to: str | None,
+    upstream_id: str,
 ) -> Outcome:
-    """Phase 2 and 3 of a start whose `starting` reservation is committed."""
-    async with transaction(rt.sessions) as session:
-        sandbox = await _reload(session, sandbox_id)
-    upstream_id = sandbox.upstream_id
-    assert upstream_id is not None
-    options = _start_options(sandbox)
+    """Phase 2 and 3 of a start whose `starting` reservation is committed. `reserved` is the
+    row as committed in phase 1, only read here."""
+    sandbox_id = reserved.id
+    options = _start_options(reserved)
     started, err = await _upstream(lambda: rt.upstream.start(upstream_id, options))
     async with transaction(rt.sessions) as session:
         sandbox = await _reload(session, sandbox_id)
+        # A create learns its upstream id from the fork; it is written with the outcome.
+        sandbox.upstream_id = upstream_id
         if err is not None:
             # A create whose start failed is `failed`; its forked sandbox is removed below.
             to_state = revert_to or "failed"

@@ -31,6 +31,7 @@ CROSS_TEAM: dict[tuple[str, str], tuple[dict[str, Any] | None, int]] = {
     ("POST", "/v1/admin/teams/{team}/keys"): ({"name": "x", "scopes": ["sandboxes:read"]}, 403),
     ("GET", "/v1/admin/teams/{team}/keys"): (None, 403),
     ("POST", "/v1/admin/keys/{key_id}/rotate"): ({}, 403),
+    ("GET", "/v1/admin/keys/{key_id}"): (None, 403),
     ("DELETE", "/v1/admin/keys/{key_id}"): (None, 403),
 }
 

@@ -1,0 +1,1 @@
+"""Operations: health, readiness, metrics and the upstream circuit state."""

@@ -1,0 +1,109 @@
+"""Operations routes: `/healthz` (alive), `/readyz` (able to serve) and `/metrics`.
+
+`/healthz` never touches the database, so a slow database cannot get a live process killed.
+`/readyz` fails (503) when the database is unreachable or its schema is not at the migrations'
+head; the upstream circuit state is shown, and fails readiness only with
+`CORRAL_READY_REQUIRES_UPSTREAM=true`. The upstream mode (simulator or codesandbox) is in both
+answers and in `corral_upstream_mode`, so a simulated deployment cannot pass unnoticed.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from app import metrics
+from app.db import migrations_current
+from app.deps import RuntimeDep
+from app.errors import Unauthorized
+from app.metrics_collector import DatabaseGauges
+from app.operations.circuit import STATES, UpstreamCircuit
+from app.runtime import Runtime
+
+router = APIRouter(tags=["operations"])
+
+CIRCUIT_KEY = "upstream_circuit"
+GAUGES_KEY = "database_gauges"
+
+
+def circuit_of(runtime: Runtime) -> UpstreamCircuit:
+    """The runtime's upstream circuit; a runtime built without one gets a fresh (closed) one."""
+    circuit = runtime.extras.get(CIRCUIT_KEY)
+    if not isinstance(circuit, UpstreamCircuit):
+        circuit = runtime.extras[CIRCUIT_KEY] = UpstreamCircuit()
+    return circuit
+
+
+def gauges_of(runtime: Runtime) -> DatabaseGauges:
+    gauges = runtime.extras.get(GAUGES_KEY)
+    if not isinstance(gauges, DatabaseGauges):
+        gauges = runtime.extras[GAUGES_KEY] = DatabaseGauges(
+            runtime.sessions, ttl_seconds=runtime.settings.metrics_cache_seconds
+        )
+    return gauges
+
+
+@router.get("/healthz")
+async def healthz(rt: RuntimeDep) -> dict[str, str]:
+    return {
+        "status": "ok",
+        "upstream": rt.settings.upstream_mode,
+        "upstream_circuit": circuit_of(rt).state,
+    }
+
+
+@router.get("/readyz")
+async def readyz(rt: RuntimeDep) -> JSONResponse:
+    checks: dict[str, object] = {"upstream": rt.settings.upstream_mode}
+    try:
+        checks["migrations_current"] = await migrations_current(rt.engine)
+        checks["database"] = "ok"
+    except Exception as exc:  # any failure to reach the database means not ready
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+        checks["migrations_current"] = False
+    circuit = circuit_of(rt).summary()
+    checks["upstream_circuit"] = circuit
+    ready = checks["database"] == "ok" and checks["migrations_current"] is True
+    if rt.settings.ready_requires_upstream and circuit["state"] == "open":
+        ready = False
+    return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+
+
+class _Exposition:
+    """The process-wide registry plus this scrape's database gauges, as one collector."""
+
+    def __init__(self, *collectors: Collector) -> None:
+        self.collectors = collectors
+
+    def collect(self) -> Iterator[object]:
+        for collector in self.collectors:
+            yield from collector.collect()
+
+
+@router.get("/metrics", response_class=Response)
+async def scrape(request: Request, rt: RuntimeDep) -> Response:
+    token = rt.settings.metrics_token
+    if token is not None:
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        valid = scheme.lower() == "bearer" and hmac.compare_digest(
+            presented.strip().encode(), token.get_secret_value().encode()
+        )
+        if not valid:
+            raise Unauthorized(
+                "/metrics needs the metrics token: Authorization: Bearer <token>.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+    for mode in ("simulator", "codesandbox"):
+        metrics.UPSTREAM_MODE.labels(mode).set(1 if mode == rt.settings.upstream_mode else 0)
+    state = circuit_of(rt).state
+    for name in STATES:
+        metrics.UPSTREAM_CIRCUIT.labels(name).set(1 if name == state else 0)
+    gauges = gauges_of(rt)
+    snapshot = await gauges.refresh()
+    body = generate_latest(_Exposition(metrics.REGISTRY, gauges.collector(snapshot)))  # type: ignore[arg-type]
+    return Response(content=body, media_type=CONTENT_TYPE_LATEST)
