@@ -2,7 +2,7 @@
 
 from app.models.audit import AuditEntry
 from app.models.base import Base
-from app.models.browser import BrowserSession
+from app.models.browser import BrowserSession, SigningSecret
 from app.models.idempotency import IdempotencyRecord
 from app.models.org import OrgPlan
 from app.models.pricing import PriceBook
@@ -23,6 +23,7 @@ __all__ = [
     "ReconcileRun",
     "Sandbox",
     "SandboxEvent",
+    "SigningSecret",
     "Team",
     "UsageInterval",
 ]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, func
+from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base
@@ -12,7 +12,11 @@ class BrowserSession(Base):
     """A browser session minted for one person. The pitcher token is never stored."""
 
     __tablename__ = "browser_sessions"
-    __table_args__ = (Index("ix_browser_sessions_sandbox_id_id", "sandbox_id", "id"),)
+    __table_args__ = (
+        Index("ix_browser_sessions_sandbox_id_id", "sandbox_id", "id"),
+        # The per-user rate limit counts a person's recent mints.
+        Index("ix_browser_sessions_team_id_user_minted_at", "team_id", "user", "minted_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     sandbox_id: Mapped[str] = mapped_column(ForeignKey("sandboxes.id"))
@@ -24,3 +28,14 @@ class BrowserSession(Base):
     via: Mapped[str] = mapped_column(String(16))
     bootup_type: Mapped[str | None] = mapped_column(String(16))
     minted_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class SigningSecret(Base):
+    """A secret generated once and shared by every replica (e.g. the browser-token key), for
+    deployments that do not configure one."""
+
+    __tablename__ = "signing_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
