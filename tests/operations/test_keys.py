@@ -1,15 +1,25 @@
-"""Key lifecycle as operations sees it: revocation and expiry bite on the very next request
-(no key cache exists), last_used_at moves, and one key can be read back by id."""
+"""Key lifecycle as operations sees it: revocation through a replica bites on its very next
+request, and on every other replica once its key cache entry lapses (at most
+`app.identity.cache.TTL_SECONDS`, which must stay within the 5 s the design allows); expiry
+likewise; last_used_at moves; one key can be read back by id.
+
+The cache's clock is moved forward instead of sleeping."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import update
 
 from app.db import transaction
+from app.identity import cache
+from app.identity.cache import KeyCache
+from app.main import create_app
 from app.models import ApiKey
 from app.runtime import Runtime
 from tests.fixtures import factories
@@ -32,6 +42,32 @@ def bearer(issued: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {issued['key']}"}
 
 
+@pytest.fixture
+def advance_cache_clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
+    offset = [0.0]
+    real = cache.time.monotonic
+    monkeypatch.setattr(cache.time, "monotonic", lambda: real() + offset[0])
+
+    def advance(seconds: float) -> None:
+        offset[0] += seconds
+
+    return advance
+
+
+@pytest.fixture
+async def other_replica(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """A second replica: same database, its own key cache."""
+    app = create_app(runtime=replace(runtime, keys=KeyCache(), extras={}))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://replica-b"
+    ) as http:
+        yield http
+
+
+def test_the_key_cache_lives_within_the_revocation_bound() -> None:
+    assert 0 < cache.TTL_SECONDS <= 5
+
+
 class TestRevocation:
     async def test_a_revoked_key_is_refused_on_the_next_request(
         self, client: httpx.AsyncClient
@@ -46,8 +82,27 @@ class TestRevocation:
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"] == "Bearer"
 
+    async def test_a_revoked_key_is_refused_by_other_replicas_once_their_cache_lapses(
+        self,
+        client: httpx.AsyncClient,
+        other_replica: httpx.AsyncClient,
+        advance_cache_clock: Callable[[float], None],
+    ) -> None:
+        await factories.team(client, "team-a")
+        issued = await issue(client, "team-a")
+        assert (await other_replica.get("/v1/sandboxes", headers=bearer(issued))).status_code == 200
+        revoked = await client.delete(f"/v1/admin/keys/{issued['id']}", headers=ADMIN)
+        assert revoked.status_code == 200
+        assert (await client.get("/v1/sandboxes", headers=bearer(issued))).status_code == 401
+        advance_cache_clock(cache.TTL_SECONDS + 0.01)
+        refused = await other_replica.get("/v1/sandboxes", headers=bearer(issued))
+        assert refused.status_code == 401
+
     async def test_a_key_past_its_expiry_is_refused(
-        self, client: httpx.AsyncClient, runtime: Runtime
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        advance_cache_clock: Callable[[float], None],
     ) -> None:
         await factories.team(client, "team-a")
         issued = await issue(
@@ -60,6 +115,8 @@ class TestRevocation:
                 .where(ApiKey.id == issued["id"])
                 .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
             )
+        # Changed in the database behind the API's back: seen once the cache entry lapses.
+        advance_cache_clock(cache.TTL_SECONDS + 0.01)
         assert (await client.get("/v1/sandboxes", headers=bearer(issued))).status_code == 401
 
     async def test_an_expiry_in_the_past_cannot_be_issued(self, client: httpx.AsyncClient) -> None:
