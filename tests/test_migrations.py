@@ -27,6 +27,12 @@ def _tables(connection: Connection) -> set[str]:
     return set(inspect(connection).get_table_names())
 
 
+def _check(connection: Connection, url: str) -> None:
+    config = alembic_config(url)
+    config.attributes["connection"] = connection
+    command.check(config)
+
+
 def _run(connection: Connection, url: str, action: str, target: str) -> None:
     config = alembic_config(url)
     config.attributes["connection"] = connection
@@ -40,6 +46,8 @@ async def test_upgrade_check_downgrade_upgrade() -> None:
         async with engine.begin() as conn:
             await conn.run_sync(_run, url, "upgrade", "head")
             assert await conn.run_sync(_diff) == []
+            # `alembic check` itself: raises when the models and the migrations disagree.
+            await conn.run_sync(_check, url)
             assert {
                 "teams",
                 "api_keys",
