@@ -82,7 +82,8 @@ class BudgetStatus:
         if not self.threshold_crossed or self.budget is None:
             return None
         state = "exhausted" if self.exhausted else "threshold"
-        return f"{state}; spent={self.spent}; budget={self.budget}; month={self.month_start:%Y-%m}"
+        budget = f"{self.budget.normalize():f}"
+        return f"{state}; spent={self.spent}; budget={budget}; month={self.month_start:%Y-%m}"
 
 
 def status_of(team: Team, spent: Decimal, start: datetime) -> BudgetStatus:

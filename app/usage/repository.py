@@ -85,10 +85,10 @@ def _report_sql(query: UsageQuery) -> tuple[str, dict[str, Any]]:
     }
     filters = ""
     if query.team_id is not None:
-        filters += " AND i.team_id = :team_id"
+        filters += "AND i.team_id = :team_id "
         params["team_id"] = query.team_id
     if query.owner is not None:
-        filters += " AND i.owner = :owner"
+        filters += "AND i.owner = :owner "
         params["owner"] = query.owner
     day_join, day_cols, day_lo, day_hi = "", "", "", ""
     if by_day:
@@ -142,7 +142,7 @@ def _report_sql(query: UsageQuery) -> tuple[str, dict[str, Any]]:
                      CAST(:end AS timestamptz)) AS we
         FROM usage_intervals AS i
         WHERE i.period && tstzrange(CAST(:start AS timestamptz), CAST(:end AS timestamptz), '[)')
-          AND i.started_at < CAST(:at AS timestamptz){filters}
+          {filters}
     ),
     pieces AS (
         SELECT iv.team_id, iv.owner, iv.tier, iv.sandbox_id{day_cols}, iv.s,
