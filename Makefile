@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE := tests/node
+NODE_STAMP := $(NODE)/node_modules/.package-lock.json
 
-.PHONY: run test lint typecheck deploy-check bench clean
+.PHONY: run test lint typecheck deploy-check bench clean chromium
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -15,14 +17,23 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# The pinned @codesandbox/sdk and TypeScript for the SDK-compatibility tests.
+$(NODE_STAMP): $(NODE)/package.json $(NODE)/package-lock.json
+	cd $(NODE) && npm ci --no-audit --no-fund
+
+# Debian's Chromium drives the browser end-to-end test (no browser is ever downloaded).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
 run: $(STAMP)
 	$(BIN)/corral serve
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP) chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	bash .ci/validate-deploy
+	cd $(NODE) && npx --no-install tsc --noEmit -p .
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -31,6 +31,8 @@ from app.reconcile.endpoints import router as reconcile_router
 from app.reconcile.loop import ReconcileLoop
 from app.runtime import Runtime
 from app.sandboxes.endpoints import router as sandboxes_router
+from app.sessions.cors import BrowserCORS
+from app.sessions.endpoints import router as sessions_router
 from app.settings import Settings
 from app.upstream.client import Observer, UpstreamClient
 from app.usage import periods
@@ -175,8 +177,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(audit_router)
 
     app.include_router(usage_router)
+    app.include_router(sessions_router)
 
     periods.configure(settings.budget_timezone)
+    app.add_middleware(BrowserCORS, origins=settings.browser_origins)
     app.add_middleware(BudgetWarning, cache_seconds=settings.budget_warning_cache_seconds)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
     return app

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 UpstreamMode = Literal["simulator", "codesandbox"]
 
@@ -78,6 +78,16 @@ class Settings(BaseSettings):
     # failing it (failing would empty the Service and take the database-only routes down too).
     ready_requires_upstream: bool = False
 
+    # Browser sessions (DESIGN §6). Tokens are signed with this secret when set (the same in
+    # every replica); absent, a secret generated once is kept in the database.
+    browser_token_secret: SecretStr | None = Field(default=None)
+    # Origins whose pages may fetch `/v1/browser/session` (CORS), comma-separated or JSON; exact
+    # origins only, never `*`.
+    browser_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # At most this many sessions per (team, user) per window, counted across replicas.
+    session_rate_limit: int = Field(default=30, ge=1)
+    session_rate_window_seconds: int = Field(default=60, ge=1, le=3600)
+
     credit_usd: Decimal = Decimal("0.01486")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
@@ -92,6 +102,40 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"CORRAL_BUDGET_TIMEZONE: unknown timezone {value!r}") from exc
         return value
+
+    @field_validator("browser_token_secret")
+    @classmethod
+    def _browser_secret_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("CORRAL_BROWSER_TOKEN_SECRET must be at least 32 characters")
+        return value
+
+    @field_validator("browser_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("browser_origins")
+    @classmethod
+    def _exact_origins(cls, value: list[str]) -> list[str]:
+        from urllib.parse import urlsplit
+
+        for origin in value:
+            parts = urlsplit(origin)
+            exact = parts.scheme in ("http", "https") and parts.netloc and "*" not in origin
+            if not exact or parts.path not in ("", "/") or parts.query or parts.fragment:
+                raise ValueError(
+                    f"CORRAL_BROWSER_ORIGINS: {origin!r} is not an exact origin like "
+                    "https://app.example.com (no wildcard, no path)"
+                )
+        return [origin.rstrip("/") for origin in value]
 
     @field_validator("admin_key")
     @classmethod

@@ -23,6 +23,9 @@ CROSS_TEAM: dict[tuple[str, str], tuple[dict[str, Any] | None, int]] = {
     ("POST", "/v1/sandboxes/{sandbox_id}/restart"): (None, 404),
     ("POST", "/v1/sandboxes/{sandbox_id}/fork"): ({}, 404),
     ("GET", "/v1/sandboxes/{sandbox_id}/events"): (None, 404),
+    ("POST", "/v1/sandboxes/{sandbox_id}/sessions"): ({"user": "x", "permission": "read"}, 404),
+    ("GET", "/v1/sandboxes/{sandbox_id}/sessions"): (None, 404),
+    ("POST", "/v1/sandboxes/{sandbox_id}/browser-tokens"): ({"user": "x"}, 404),
     ("GET", "/v1/sandboxes/{sandbox_id}/cost"): (None, 404),
     # Admin routes refuse team keys outright, whatever the team.
     ("GET", "/v1/admin/teams/{team}"): (None, 403),
