@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from app.admin.endpoints import router as admin_router
+from app.admission.endpoints import router as admission_router
 from app.audit.endpoints import router as audit_router
 from app.db import (
     create_engine,
@@ -171,6 +172,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_handlers(app)
     app.include_router(sandboxes_router)
     app.include_router(admin_router)
+    app.include_router(admission_router)
     app.include_router(reconcile_router)
 
     app.include_router(operations_router)
