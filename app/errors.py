@@ -165,6 +165,14 @@ def install_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if request.url.path == "/csb" or request.url.path.startswith("/csb/"):
+            # No /csb route matched: answer in the upstream's shape, as the facade does.
+            message = "Sandbox not found" if exc.status_code == 404 else str(exc.detail)
+            return JSONResponse(
+                {"success": False, "errors": [message]},
+                status_code=exc.status_code,
+                headers=exc.headers,
+            )
         kinds = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized"}
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         return problem_response(

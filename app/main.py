@@ -14,6 +14,7 @@ from sqlalchemy import text
 from app.admin.endpoints import router as admin_router
 from app.admission.endpoints import router as admission_router
 from app.audit.endpoints import router as audit_router
+from app.compat.endpoints import router as compat_router
 from app.db import (
     create_engine,
     database_url,
@@ -180,6 +181,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     app.include_router(usage_router)
     app.include_router(sessions_router)
+    app.include_router(compat_router)
 
     periods.configure(settings.budget_timezone)
     app.add_middleware(BrowserCORS, origins=settings.browser_origins)

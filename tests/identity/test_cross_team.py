@@ -27,6 +27,21 @@ CROSS_TEAM: dict[tuple[str, str], tuple[dict[str, Any] | None, int]] = {
     ("GET", "/v1/sandboxes/{sandbox_id}/sessions"): (None, 404),
     ("POST", "/v1/sandboxes/{sandbox_id}/browser-tokens"): ({"user": "x"}, 404),
     ("GET", "/v1/sandboxes/{sandbox_id}/cost"): (None, 404),
+    # The SDK facade names sandboxes by their upstream id, and answers in the upstream's shape.
+    ("POST", "/csb/sandbox/{upstream_id}/fork"): ({}, 404),
+    ("GET", "/csb/sandbox/{upstream_id}"): (None, 404),
+    ("POST", "/csb/vm/{upstream_id}/start"): ({}, 404),
+    ("POST", "/csb/vm/{upstream_id}/hibernate"): (None, 404),
+    ("POST", "/csb/vm/{upstream_id}/shutdown"): (None, 404),
+    ("DELETE", "/csb/vm/{upstream_id}"): (None, 404),
+    ("PUT", "/csb/vm/{upstream_id}/specs"): ({"tier": "Small"}, 404),
+    ("POST", "/csb/vm/{upstream_id}/update_specs"): ({"tier": "Small"}, 404),
+    ("PUT", "/csb/vm/{upstream_id}/hibernation_timeout"): ({"hibernation_timeout_seconds": 9}, 404),
+    ("POST", "/csb/vm/{upstream_id}/sessions"): ({"session_id": "x", "permission": "read"}, 404),
+    ("POST", "/csb/sandbox/{upstream_id}/tokens"): ({}, 404),
+    ("GET", "/csb/sandbox/{upstream_id}/tokens"): (None, 404),
+    ("PATCH", "/csb/sandbox/{upstream_id}/tokens/{token_id}"): ({"expires_at": None}, 404),
+    ("DELETE", "/csb/sandbox/{upstream_id}/tokens"): (None, 404),
     # Admin routes refuse team keys outright, whatever the team.
     ("GET", "/v1/admin/teams/{team}"): (None, 403),
     ("PATCH", "/v1/admin/teams/{team}"): ({"name": "x"}, 403),
@@ -62,11 +77,20 @@ async def test_other_teams_resources_are_invisible(
     other_headers = await factories.team_with_key(client, "team-b")
     sandbox = await factories.sandbox(client, owner_headers)
     keys = (await client.get("/v1/admin/teams/team-a/keys", headers=factories.ADMIN)).json()
-    values = {"sandbox_id": sandbox["id"], "team": "team-a", "key_id": keys[0]["id"]}
+    values = {
+        "sandbox_id": sandbox["id"],
+        "upstream_id": sandbox["upstream_id"],
+        "token_id": "prv_x",
+        "team": "team-a",
+        "key_id": keys[0]["id"],
+    }
     for (method, template), (body, expected) in CROSS_TEAM.items():
         path = template.format(**values)
         response = await client.request(method, path, json=body, headers=other_headers)
         assert response.status_code == expected, (method, template, response.text)
+        if template.startswith("/csb/"):
+            assert response.json() == {"success": False, "errors": ["Sandbox not found"]}
+            continue
         assert response.headers["content-type"].startswith("application/problem+json")
         if expected == 404:
             assert sandbox["id"] not in response.text or "does not exist" in response.text

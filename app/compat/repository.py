@@ -1,0 +1,64 @@
+"""Queries the facade needs beyond the sandbox repository: the upstream's page-numbered list."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import ColumnElement, any_, func, literal, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Sandbox
+
+# Sandboxes the upstream would not list: never created there, or deleted.
+HIDDEN_STATES = ("deleted", "failed")
+
+
+def _visible(team_id: str, owner: str | None) -> list[ColumnElement[bool]]:
+    conditions = [
+        Sandbox.team_id == team_id,
+        Sandbox.upstream_id.is_not(None),
+        Sandbox.state.not_in(HIDDEN_STATES),
+    ]
+    if owner is not None:
+        conditions.append(Sandbox.owner == owner)
+    return conditions
+
+
+async def page(
+    session: AsyncSession,
+    *,
+    team_id: str,
+    owner: str | None,
+    tags: Sequence[str],
+    running_only: bool,
+    order_by: str,
+    descending: bool,
+    page: int,
+    page_size: int,
+) -> tuple[list[Sandbox], int]:
+    """One page (1-based) and the total count. Ties are broken by id, so pages are stable."""
+    conditions = _visible(team_id, owner)
+    # Every tag asked for must be on the sandbox.
+    conditions.extend(literal(tag) == any_(Sandbox.tags) for tag in tags)
+    if running_only:
+        conditions.append(Sandbox.state == "running")
+    total = await session.scalar(select(func.count()).select_from(Sandbox).where(*conditions))
+    column = Sandbox.created_at if order_by == "inserted_at" else Sandbox.updated_at
+    ordering = (column.desc(), Sandbox.id.desc()) if descending else (column.asc(), Sandbox.id)
+    rows = await session.scalars(
+        select(Sandbox)
+        .where(*conditions)
+        .order_by(*ordering)
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    )
+    return list(rows), int(total or 0)
+
+
+async def running(session: AsyncSession, *, team_id: str, owner: str | None) -> list[Sandbox]:
+    rows = await session.scalars(
+        select(Sandbox)
+        .where(*_visible(team_id, owner), Sandbox.state == "running")
+        .order_by(Sandbox.last_started_at.desc(), Sandbox.id)
+    )
+    return list(rows)
