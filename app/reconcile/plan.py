@@ -93,8 +93,13 @@ class Resize:
 class Plan:
     """Everything one period found, by what has to be done about it."""
 
-    seen: list[tuple[Row, RunningVM]] = field(default_factory=list)
-    missed: list[Row] = field(default_factory=list)
+    # Sightings worth writing (see `_needs_sighting`); the others are implied by the miss
+    # counter staying at 0.
+    sightings: list[tuple[Row, RunningVM]] = field(default_factory=list)
+    # A sighting to write for a row an API request may hold: its miss counter must reset.
+    resets: list[tuple[Row, RunningVM]] = field(default_factory=list)
+    # First misses, with the last sighting running they imply.
+    missed: list[tuple[Row, datetime]] = field(default_factory=list)
     # Rows whose miss counter must go back to 0 without a sighting (not observable yet).
     unobservable: list[Row] = field(default_factory=list)
     closing: list[Closing] = field(default_factory=list)
@@ -141,6 +146,37 @@ def estimate_end(
     return clamp(activity + timedelta(seconds=hibernation_timeout_seconds), seen_running_at, high)
 
 
+def _seen_since_start(row: Row) -> bool:
+    seen, started = row.last_seen_running_at, row.last_started_at
+    return seen is not None and (started is None or seen >= started)
+
+
+def last_sighting(row: Row, previous_poll_at: datetime | None) -> datetime:
+    """The last time a running row was seen running. Sightings are written lazily: a row seen
+    since its start whose miss counter is still 0 was listed by every poll since, so by the
+    previous one too."""
+    if _seen_since_start(row):
+        assert row.last_seen_running_at is not None
+        if row.missed_polls == 0 and previous_poll_at is not None:
+            return max(row.last_seen_running_at, previous_poll_at)
+        return row.last_seen_running_at
+    return row.last_started_at or row.state_changed_at
+
+
+def _needs_sighting(row: Row, vm: RunningVM, poll_at: datetime, refresh: timedelta) -> bool:
+    """Writing 10,000 sightings every period would cost more than the rest of the period, so a
+    listed row is written only when the sighting carries news: the first since its start, or
+    new upstream activity not written for `refresh` (the hibernation estimate uses it)."""
+    if not _seen_since_start(row):
+        return True
+    assert row.last_seen_running_at is not None
+    return (
+        vm.last_active_at is not None
+        and vm.last_active_at != row.upstream_last_active_at
+        and row.last_seen_running_at <= poll_at - refresh
+    )
+
+
 def _observable(row: Row, poll_at: datetime, grace: timedelta) -> bool:
     """Could this poll have listed the sandbox if it were running? Not for a start that is
     newer than the last sighting and younger than the grace: the snapshot may predate it."""
@@ -172,6 +208,7 @@ def classify(
     poll_at: datetime,
     previous_poll_at: datetime | None,
     grace: timedelta,
+    refresh: timedelta,
 ) -> Plan:
     plan = Plan()
     listed = {vm.id: vm for vm in vms if vm.id}
@@ -181,7 +218,7 @@ def classify(
         if row.upstream_id is not None and vm is not None:
             claimed.add(row.upstream_id)
         if row.state == "running":
-            _classify_running(plan, row, vm, poll_at, previous_poll_at, grace)
+            _classify_running(plan, row, vm, poll_at, previous_poll_at, grace, refresh)
         elif row.state in ("hibernated", "shutdown"):
             if vm is not None:
                 started = _woken_start(row, vm, poll_at, grace)
@@ -208,9 +245,13 @@ def _classify_running(
     poll_at: datetime,
     previous_poll_at: datetime | None,
     grace: timedelta,
+    refresh: timedelta,
 ) -> None:
     if vm is not None:
-        plan.seen.append((row, vm))
+        if row.missed_polls:
+            plan.resets.append((row, vm))
+        elif _needs_sighting(row, vm, poll_at, refresh):
+            plan.sightings.append((row, vm))
         tier = upstream_tier(vm)
         if tier is not None and tier != row.tier:
             plan.resizing.append(Resize(row, vm, tier))
@@ -219,10 +260,10 @@ def _classify_running(
         if row.missed_polls:
             plan.unobservable.append(row)
         return
+    seen_running = last_sighting(row, previous_poll_at)
     if row.missed_polls + 1 < MISSES_TO_CLOSE:
-        plan.missed.append(row)
+        plan.missed.append((row, seen_running))
         return
-    seen_running = row.last_seen_running_at or row.last_started_at or row.state_changed_at
     # The first poll that missed it was the previous one; without it, this one.
     seen_stopped = previous_poll_at if previous_poll_at is not None else poll_at
     if seen_stopped < seen_running:

@@ -8,23 +8,16 @@ loaded. A row that is locked or has moved on is left alone: the next period sees
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import TextClause, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import context
-from app.models import (
-    AuditEntry,
-    Drift,
-    OrgPlan,
-    ReconcileRun,
-    Sandbox,
-    SandboxEvent,
-    UsageInterval,
-)
+from app.models import Drift, OrgPlan, ReconcileRun, Sandbox, SandboxEvent
 from app.reconcile.plan import Row
 
 LIVE_STATES = ("starting", "running", "unknown")
@@ -52,12 +45,22 @@ def _row(values: Sequence[Any]) -> Row:
     return Row(*values)
 
 
+_COLUMNS_SQL = ", ".join(f"s.{column.key}" for column in _ROW_COLUMNS)
+_LIVE_SQL = ", ".join(f"'{state}'" for state in LIVE_STATES)
+# The listed ids are joined, not tested with `upstream_id = ANY(...)`, which searches the array
+# linearly for every row: both sides hold 10,000 entries at scale.
+_LOAD = text(
+    f"SELECT {_COLUMNS_SQL} FROM sandboxes s WHERE s.state IN ({_LIVE_SQL})"  # noqa: S608
+    f" UNION ALL SELECT {_COLUMNS_SQL} FROM sandboxes s"
+    "  JOIN unnest(CAST(:ids AS varchar[])) AS u(id) ON s.upstream_id = u.id"
+    f"  WHERE s.state NOT IN ({_LIVE_SQL})"
+)
+
+
 async def load_rows(session: AsyncSession, upstream_ids: Sequence[str]) -> list[Row]:
-    """Every live row, and every row of a VM the poll listed whatever its state."""
-    query = select(*_ROW_COLUMNS).where(
-        Sandbox.state.in_(LIVE_STATES) | Sandbox.upstream_id.in_(upstream_ids)
-    )
-    return [_row(values) for values in await session.execute(query)]
+    """Every live row, and every other row of a VM the poll listed."""
+    result = await session.execute(_LOAD, {"ids": list(upstream_ids)})
+    return [_row(values) for values in result]
 
 
 async def load_row(session: AsyncSession, sandbox_id: str) -> Row | None:
@@ -75,19 +78,6 @@ _CLAIM_SQL = (
 )
 _CLAIM = text(_CLAIM_SQL.format(tier=""))
 _CLAIM_WITH_TIER = text(_CLAIM_SQL.format(tier="AND s.tier = u.tier"))
-
-_SIGHTINGS_SQL = (
-    "WITH u AS (SELECT * FROM unnest(CAST(:ids AS varchar[]),"
-    "  CAST(:active AS timestamptz[])) AS u(id, active)),"
-    " claimed AS (SELECT s.id FROM sandboxes s JOIN u ON s.id = u.id"
-    "  WHERE s.state = 'running' ORDER BY s.id {lock})"
-    " UPDATE sandboxes s SET last_seen_running_at = :seen_at,"
-    "  upstream_last_active_at = coalesce(u.active, s.upstream_last_active_at),"
-    "  missed_polls = 0"
-    " FROM u, claimed WHERE s.id = u.id AND s.id = claimed.id RETURNING s.id"
-)
-_SIGHTINGS_SKIP_LOCKED = text(_SIGHTINGS_SQL.format(lock="FOR UPDATE SKIP LOCKED"))
-_SIGHTINGS_WAIT = text(_SIGHTINGS_SQL.format(lock="FOR UPDATE"))
 
 
 async def claim(
@@ -110,45 +100,213 @@ async def claim(
     return {sandbox_id for (sandbox_id,) in result}
 
 
+def _unnest_insert(table: str, columns: dict[str, str]) -> TextClause:
+    """`INSERT INTO table (columns) SELECT … FROM unnest(one array per column)`: a whole
+    batch in one statement. `columns` maps each column to its SQL type; jsonb travels as text.
+    Table and column names are constants of this module, never input."""
+    arrays = ", ".join(
+        f"CAST(:{name} AS {'text' if kind == 'jsonb' else kind}[])"
+        for name, kind in columns.items()
+    )
+    values = ", ".join(
+        f"u.{name}::jsonb" if kind == "jsonb" else f"u.{name}" for name, kind in columns.items()
+    )
+    names = ", ".join(columns)
+    return text(
+        f"INSERT INTO {table} ({names}) SELECT {values}"  # noqa: S608
+        f" FROM unnest({arrays}) AS u({names})"
+    )
+
+
+def _params(columns: dict[str, str], rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    return {
+        name: [json.dumps(r[name]) if kind == "jsonb" else r[name] for r in rows]
+        for name, kind in columns.items()
+    }
+
+
+_EVENT_COLUMNS = {
+    "sandbox_id": "varchar",
+    "from_state": "varchar",
+    "to_state": "varchar",
+    "cause": "varchar",
+    "actor": "varchar",
+    "request_id": "varchar",
+    "detail": "jsonb",
+}
+_AUDIT_COLUMNS = {
+    "actor": "varchar",
+    "team_id": "varchar",
+    "action": "varchar",
+    "target": "varchar",
+    "cause": "varchar",
+    "request_id": "varchar",
+    "outcome": "varchar",
+    "detail": "jsonb",
+}
+_DRIFT_COLUMNS = {
+    "run_id": "bigint",
+    "at": "timestamptz",
+    "kind": "varchar",
+    "sandbox_id": "varchar",
+    "upstream_id": "varchar",
+    "action": "varchar",
+    "detail": "jsonb",
+}
+_INTERVAL_COLUMNS = {
+    "sandbox_id": "varchar",
+    "team_id": "varchar",
+    "owner": "varchar",
+    "tier": "varchar",
+    "credits_per_hour": "numeric",
+    "price_book_id": "bigint",
+    "started_at": "timestamptz",
+}
+_SANDBOX_COLUMNS = {
+    "id": "varchar",
+    "upstream_id": "varchar",
+    "team_id": "varchar",
+    "template": "varchar",
+    "tier": "varchar",
+    "hibernation_timeout_seconds": "int",
+    "state": "varchar",
+    "last_cause": "varchar",
+    "operation_id": "varchar",
+    "managed": "boolean",
+    "state_changed_at": "timestamptz",
+    "last_started_at": "timestamptz",
+    "last_seen_running_at": "timestamptz",
+    "upstream_last_active_at": "timestamptz",
+}
+_INSERT_EVENTS = _unnest_insert("sandbox_events", _EVENT_COLUMNS)
+_INSERT_AUDIT = _unnest_insert("audit_log", _AUDIT_COLUMNS)
+_INSERT_DRIFTS = _unnest_insert("drifts", _DRIFT_COLUMNS)
+_INSERT_INTERVALS = _unnest_insert("usage_intervals", _INTERVAL_COLUMNS)
+_INSERT_SANDBOXES = text(
+    _unnest_insert("sandboxes", _SANDBOX_COLUMNS).text
+    + " ON CONFLICT (upstream_id) DO NOTHING RETURNING id"
+)
+
+
+_SIGHTINGS_SQL = (
+    "WITH u AS (SELECT * FROM unnest(CAST(:ids AS varchar[]),"
+    "  CAST(:active AS timestamptz[])) AS u(id, active)),"
+    " claimed AS (SELECT s.id FROM sandboxes s JOIN u ON s.id = u.id"
+    "  WHERE s.state = 'running' ORDER BY s.id FOR UPDATE OF s{skip})"
+    " UPDATE sandboxes s SET last_seen_running_at = :seen_at,"
+    "  upstream_last_active_at = coalesce(u.active, s.upstream_last_active_at),"
+    "  missed_polls = 0"
+    " FROM u JOIN claimed ON claimed.id = u.id WHERE s.id = u.id"
+)
+_SIGHTINGS = text(_SIGHTINGS_SQL.format(skip=" SKIP LOCKED"))
+_SIGHTINGS_WAIT = text(_SIGHTINGS_SQL.format(skip=""))
+
+
 async def record_sightings(
     session: AsyncSession,
     sightings: Sequence[tuple[str, datetime | None]],
     seen_at: datetime,
     *,
-    skip_locked: bool,
-) -> set[str]:
-    """Mark running rows seen running: sighting time, upstream activity, miss counter reset.
-    Returns the ids updated."""
-    if not sightings:
-        return set()
-    result = await session.execute(
-        _SIGHTINGS_SKIP_LOCKED if skip_locked else _SIGHTINGS_WAIT,
-        {"ids": [s[0] for s in sightings], "active": [s[1] for s in sightings], "seen_at": seen_at},
-    )
-    return {sandbox_id for (sandbox_id,) in result}
+    wait: bool = False,
+) -> None:
+    """Mark running rows seen running now: sighting time, upstream activity, no misses.
+    Rows an API request holds are skipped (they are written next period) unless `wait`."""
+    if sightings:
+        await session.execute(
+            _SIGHTINGS_WAIT if wait else _SIGHTINGS,
+            {
+                "ids": [s[0] for s in sightings],
+                "active": [s[1] for s in sightings],
+                "seen_at": seen_at,
+            },
+        )
 
 
-async def set_missed(session: AsyncSession, counts: Sequence[tuple[str, int]]) -> None:
-    """Set the miss counter of running rows (rows that stopped running are left alone)."""
-    if not counts:
+async def record_misses(
+    session: AsyncSession, misses: Sequence[tuple[str, int, datetime | None]]
+) -> None:
+    """Set (miss counter, last sighting) of rows still running; others are left alone."""
+    if not misses:
         return
     await session.execute(
         text(
-            "WITH u AS (SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:missed AS int[]))"
-            "  AS u(id, missed)),"
+            "WITH u AS (SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:missed AS int[]),"
+            "  CAST(:seen AS timestamptz[])) AS u(id, missed, seen)),"
             " claimed AS (SELECT s.id FROM sandboxes s JOIN u ON s.id = u.id"
-            "  WHERE s.state = 'running' ORDER BY s.id FOR UPDATE SKIP LOCKED)"
-            " UPDATE sandboxes s SET missed_polls = u.missed"
-            " FROM u, claimed WHERE s.id = u.id AND s.id = claimed.id"
+            "  WHERE s.state = 'running' ORDER BY s.id FOR UPDATE OF s SKIP LOCKED)"
+            " UPDATE sandboxes s SET missed_polls = u.missed,"
+            "  last_seen_running_at = coalesce(u.seen, s.last_seen_running_at)"
+            " FROM u JOIN claimed ON claimed.id = u.id WHERE s.id = u.id"
         ),
-        {"ids": [c[0] for c in counts], "missed": [c[1] for c in counts]},
+        {
+            "ids": [m[0] for m in misses],
+            "missed": [m[1] for m in misses],
+            "seen": [m[2] for m in misses],
+        },
     )
 
 
-async def update_sandboxes(session: AsyncSession, values: list[dict[str, Any]]) -> None:
-    """Bulk UPDATE by primary key; every dict carries `id` and the columns to set."""
-    if values:
-        await session.execute(update(Sandbox), values)
+async def mark_stopped(
+    session: AsyncSession, stops: Sequence[tuple[str, datetime]], *, state: str, cause: str
+) -> None:
+    """Claimed rows leave `running` at their time (the ledger is closed separately)."""
+    await session.execute(
+        text(
+            "UPDATE sandboxes s SET state = :state, last_cause = :cause,"
+            " state_changed_at = u.at, updated_at = now(), reservation_expires_at = NULL,"
+            " missed_polls = 0"
+            " FROM unnest(CAST(:ids AS varchar[]), CAST(:ats AS timestamptz[])) AS u(id, at)"
+            " WHERE s.id = u.id"
+        ),
+        {
+            "ids": [x[0] for x in stops],
+            "ats": [x[1] for x in stops],
+            "state": state,
+            "cause": cause,
+        },
+    )
+
+
+async def mark_running(
+    session: AsyncSession,
+    starts: Sequence[tuple[str, datetime, str, datetime | None]],
+    *,
+    seen_at: datetime,
+    cause: str,
+) -> None:
+    """Claimed rows enter `running` at their time, at their tier, seen now (the ledger is
+    opened separately)."""
+    await session.execute(
+        text(
+            "UPDATE sandboxes s SET state = 'running', last_cause = :cause, tier = u.tier,"
+            " state_changed_at = u.at, last_started_at = u.at, updated_at = now(),"
+            " reservation_expires_at = NULL, last_seen_running_at = :seen_at,"
+            " upstream_last_active_at = u.active, missed_polls = 0"
+            " FROM unnest(CAST(:ids AS varchar[]), CAST(:ats AS timestamptz[]),"
+            "  CAST(:tiers AS varchar[]), CAST(:active AS timestamptz[]))"
+            "  AS u(id, at, tier, active)"
+            " WHERE s.id = u.id"
+        ),
+        {
+            "ids": [x[0] for x in starts],
+            "ats": [x[1] for x in starts],
+            "tiers": [x[2] for x in starts],
+            "active": [x[3] for x in starts],
+            "seen_at": seen_at,
+            "cause": cause,
+        },
+    )
+
+
+async def set_tiers(session: AsyncSession, tiers: Sequence[tuple[str, str]]) -> None:
+    await session.execute(
+        text(
+            "UPDATE sandboxes s SET tier = u.tier, updated_at = now()"
+            " FROM unnest(CAST(:ids AS varchar[]), CAST(:tiers AS varchar[])) AS u(id, tier)"
+            " WHERE s.id = u.id"
+        ),
+        {"ids": [x[0] for x in tiers], "tiers": [x[1] for x in tiers]},
+    )
 
 
 async def insert_sandboxes(session: AsyncSession, values: list[dict[str, Any]]) -> set[str]:
@@ -156,37 +314,7 @@ async def insert_sandboxes(session: AsyncSession, values: list[dict[str, Any]]) 
     inserted."""
     if not values:
         return set()
-    statement = text(
-        "INSERT INTO sandboxes (id, upstream_id, team_id, template, tier,"
-        " hibernation_timeout_seconds, state, last_cause, operation_id, managed,"
-        " state_changed_at, last_started_at, last_seen_running_at, upstream_last_active_at)"
-        " SELECT * FROM unnest(CAST(:id AS varchar[]), CAST(:upstream_id AS varchar[]),"
-        "  CAST(:team_id AS varchar[]), CAST(:template AS varchar[]),"
-        "  CAST(:tier AS varchar[]), CAST(:timeout AS int[]), CAST(:state AS varchar[]),"
-        "  CAST(:cause AS varchar[]), CAST(:operation_id AS varchar[]),"
-        "  CAST(:managed AS boolean[]), CAST(:changed AS timestamptz[]),"
-        "  CAST(:started AS timestamptz[]), CAST(:seen AS timestamptz[]),"
-        "  CAST(:active AS timestamptz[]))"
-        " ON CONFLICT (upstream_id) DO NOTHING RETURNING id"
-    )
-    columns = {
-        "id": "id",
-        "upstream_id": "upstream_id",
-        "team_id": "team_id",
-        "template": "template",
-        "tier": "tier",
-        "timeout": "hibernation_timeout_seconds",
-        "state": "state",
-        "cause": "last_cause",
-        "operation_id": "operation_id",
-        "managed": "managed",
-        "changed": "state_changed_at",
-        "started": "last_started_at",
-        "seen": "last_seen_running_at",
-        "active": "upstream_last_active_at",
-    }
-    params = {name: [v[column] for v in values] for name, column in columns.items()}
-    result = await session.execute(statement, params)
+    result = await session.execute(_INSERT_SANDBOXES, _params(_SANDBOX_COLUMNS, values))
     return {sandbox_id for (sandbox_id,) in result}
 
 
@@ -209,26 +337,26 @@ async def close_intervals(
 
 async def open_intervals(session: AsyncSession, values: list[dict[str, Any]]) -> None:
     if values:
-        await session.execute(insert(UsageInterval), values)
+        await session.execute(_INSERT_INTERVALS, _params(_INTERVAL_COLUMNS, values))
 
 
 async def add_events(session: AsyncSession, values: list[dict[str, Any]]) -> None:
     if values:
         request_id = context.request_id.get()
-        await session.execute(
-            insert(SandboxEvent), [{**v, "request_id": request_id} for v in values]
-        )
+        rows = [{**v, "request_id": request_id} for v in values]
+        await session.execute(_INSERT_EVENTS, _params(_EVENT_COLUMNS, rows))
 
 
 async def add_audit(session: AsyncSession, values: list[dict[str, Any]]) -> None:
     if values:
         request_id = context.request_id.get()
-        await session.execute(insert(AuditEntry), [{**v, "request_id": request_id} for v in values])
+        rows = [{**v, "request_id": request_id} for v in values]
+        await session.execute(_INSERT_AUDIT, _params(_AUDIT_COLUMNS, rows))
 
 
 async def add_drifts(session: AsyncSession, values: list[dict[str, Any]]) -> None:
     if values:
-        await session.execute(insert(Drift), values)
+        await session.execute(_INSERT_DRIFTS, _params(_DRIFT_COLUMNS, values))
 
 
 async def start_run(session: AsyncSession, replica: str, started_at: datetime) -> int:

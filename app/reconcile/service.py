@@ -20,6 +20,7 @@ here) and an audit row. No transaction is open while the upstream is called.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -55,7 +56,9 @@ log = logging.getLogger(__name__)
 
 ACTOR = "reconciler"
 UNASSIGNED_TEAM = "unassigned"
-BATCH_SIZE = 500
+BATCH_SIZE = 1000
+# New upstream activity of a running VM is written at most once per this many periods.
+SIGHTING_REFRESH_PERIODS = 4
 
 T = TypeVar("T")
 
@@ -79,6 +82,8 @@ class RunSummary:
     observed_limit: int | None = None
     drift: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    # Milliseconds spent polling, loading and classifying, and repairing (logged, not stored).
+    phases: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -122,8 +127,9 @@ async def _run(rt: Runtime, replica: str) -> RunSummary:
         return await _finish(rt, summary, clock)
     summary.upstream_running = polled.concurrent_vm_count
     summary.observed_limit = polled.concurrent_vm_limit
+    summary.phases["poll"] = _ms_since(clock)
     try:
-        drift = await _repair(rt, run_id, started_at, polled)
+        drift = await _repair(rt, run_id, started_at, polled, summary.phases)
     except Exception as exc:
         # Reaching here means the database itself failed (each sandbox is guarded below).
         log.exception("reconcile period failed")
@@ -137,7 +143,7 @@ async def _run(rt: Runtime, replica: str) -> RunSummary:
 async def _finish(
     rt: Runtime, summary: RunSummary, clock: float, *, polled: RunningVMs | None = None
 ) -> RunSummary:
-    summary.duration_ms = round((time.perf_counter() - clock) * 1000)
+    summary.duration_ms = _ms_since(clock)
     async with transaction(rt.sessions) as session:
         if polled is not None:
             await repository.store_observed_limit(session, polled.concurrent_vm_limit, now())
@@ -162,35 +168,59 @@ async def _finish(
             "replica": summary.replica,
             "outcome": summary.outcome,
             "duration_ms": summary.duration_ms,
+            "phases_ms": summary.phases,
             "drift": summary.drift,
         },
     )
     return summary
 
 
-async def _repair(rt: Runtime, run_id: int, poll_at: datetime, polled: RunningVMs) -> Counter[str]:
+def _ms_since(clock: float) -> int:
+    return round((time.perf_counter() - clock) * 1000)
+
+
+async def _repair(
+    rt: Runtime, run_id: int, poll_at: datetime, polled: RunningVMs, phases: dict[str, int]
+) -> Counter[str]:
+    clock = time.perf_counter()
     listed = {vm.id: vm for vm in polled.vms if vm.id}
     async with transaction(rt.sessions) as session:
         rows = await repository.load_rows(session, list(listed))
         previous = await repository.previous_poll_at(session, run_id)
     period = _Period(rt, run_id, poll_at, listed)
     plan = classify(
-        polled.vms, rows, poll_at=poll_at, previous_poll_at=previous, grace=period.grace
+        polled.vms,
+        rows,
+        poll_at=poll_at,
+        previous_poll_at=previous,
+        grace=period.grace,
+        refresh=timedelta(seconds=rt.settings.reconcile_interval * SIGHTING_REFRESH_PERIODS),
     )
-    await _record_sightings(period, plan)
-    await _batched(period, plan.closing, _close, key=lambda c: c.row.id)
-    await _batched(period, plan.waking, _wake, key=lambda w: w.row.id)
-    await _batched(period, plan.resizing, _resize, key=lambda r: r.row.id)
+    phases["load"] = _ms_since(clock)
+    clock = time.perf_counter()
     lookups = await _lookup_operations(period, [*plan.pending, *plan.unresolved])
-    for row in plan.unresolved:
-        await _guarded(row.id, partial(_resolve, period, row, lookups))
+    unknown: list[RunningVM] = []
     if not lookups.failed:
         theirs = set(lookups.found.values())
         unknown = [vm for vm in plan.unknown_vms if vm.id not in theirs]
-        await _batched(period, unknown, _record_unmanaged, key=lambda vm: vm.id or "")
-    else:
+    elif plan.unknown_vms:
         # A VM unknown here may be a create whose answer is still on its way: wait and see.
         log.warning("operation lookups failed; unmanaged VMs are left for the next period")
+    # The kinds touch disjoint rows (or, for sightings, skip rows another batch holds), so
+    # they run side by side, each in its own short transactions.
+    outcomes = await asyncio.gather(
+        _record_sightings(period, plan),
+        _batched(period, plan.closing, _close, key=lambda c: c.row.id),
+        _batched(period, plan.waking, _wake, key=lambda w: w.row.id),
+        _batched(period, plan.resizing, _resize, key=lambda r: r.row.id),
+        _batched(period, unknown, _record_unmanaged, key=lambda vm: vm.id or ""),
+        return_exceptions=True,
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    for row in plan.unresolved:
+        await _guarded(row.id, partial(_resolve, period, row, lookups))
     if rt.settings.unmanaged_policy == "shutdown":
         async with transaction(rt.sessions) as session:
             running = await repository.unmanaged_running(session)
@@ -198,6 +228,7 @@ async def _repair(rt: Runtime, run_id: int, poll_at: datetime, polled: RunningVM
             await _guarded(row.id, partial(_shutdown_unmanaged, period, row))
     for row, vm in plan.orphans:
         await _guarded(row.id, partial(_shutdown_orphan, period, row, vm))
+    phases["repair"] = _ms_since(clock)
     return period.drift
 
 
@@ -344,24 +375,30 @@ async def _open(
 
 
 async def _record_sightings(period: _Period, plan: Plan) -> None:
-    sightings = [(row.id, vm.last_active_at) for row, vm in plan.seen]
+    poll_at = period.poll_at
+    sightings = [(row.id, vm.last_active_at) for row, vm in plan.sightings]
     for first in range(0, len(sightings), BATCH_SIZE):
-        batch = sightings[first : first + BATCH_SIZE]
         async with transaction(period.rt.sessions) as session:
-            done = await repository.record_sightings(
-                session, batch, period.poll_at, skip_locked=True
+            await repository.record_sightings(
+                session, sightings[first : first + BATCH_SIZE], poll_at
             )
-        # A row an API request holds right now still needs its miss counter reset, or a
-        # later miss would be counted as the second in a row: wait for those few.
-        rest = [s for s in batch if s[0] not in done]
-        if rest:
-            async with transaction(period.rt.sessions) as session:
-                await repository.record_sightings(session, rest, period.poll_at, skip_locked=False)
-    counts = [(row.id, row.missed_polls + 1) for row in plan.missed]
-    counts += [(row.id, 0) for row in plan.unobservable]
-    for first in range(0, len(counts), BATCH_SIZE):
+    if plan.resets:
+        # Waits for a row an API request holds: a miss counter left at 1 would make the next
+        # miss look like the second in a row. They are few (rows missed once, seen again).
         async with transaction(period.rt.sessions) as session:
-            await repository.set_missed(session, counts[first : first + BATCH_SIZE])
+            await repository.record_sightings(
+                session,
+                [(row.id, vm.last_active_at) for row, vm in plan.resets],
+                poll_at,
+                wait=True,
+            )
+    misses: list[tuple[str, int, datetime | None]] = [
+        (row.id, row.missed_polls + 1, seen) for row, seen in plan.missed
+    ]
+    misses += [(row.id, 0, None) for row in plan.unobservable]
+    for first in range(0, len(misses), BATCH_SIZE):
+        async with transaction(period.rt.sessions) as session:
+            await repository.record_misses(session, misses[first : first + BATCH_SIZE])
 
 
 # --- the drift kinds ---------------------------------------------------------------------
@@ -371,23 +408,9 @@ async def _close(period: _Period, session: AsyncSession, batch: Sequence[Closing
     """stopped_upstream: running here, gone upstream twice → hibernated at the estimate."""
     claimed = await repository.claim(session, (c.row for c in batch))
     todo = [c for c in batch if c.row.id in claimed]
-    await repository.close_intervals(session, [(c.row.id, c.ended_at) for c in todo], "upstream")
-    at = now()
-    await repository.update_sandboxes(
-        session,
-        [
-            {
-                "id": c.row.id,
-                "state": "hibernated",
-                "last_cause": "upstream",
-                "state_changed_at": c.ended_at,
-                "updated_at": at,
-                "reservation_expires_at": None,
-                "missed_polls": 0,
-            }
-            for c in todo
-        ],
-    )
+    ends = [(c.row.id, c.ended_at) for c in todo]
+    await repository.close_intervals(session, ends, "upstream")
+    await repository.mark_stopped(session, ends, state="hibernated", cause="upstream")
     return await _write(
         session,
         period,
@@ -413,26 +436,12 @@ async def _wake(period: _Period, session: AsyncSession, batch: Sequence[Waking])
     """woken_upstream: running upstream, stopped here → running from the session start."""
     claimed = await repository.claim(session, (w.row for w in batch))
     todo = [w for w in batch if w.row.id in claimed]
-    at = now()
     tiers = {w.row.id: upstream_tier(w.vm) or w.row.tier for w in todo}
-    await repository.update_sandboxes(
+    await repository.mark_running(
         session,
-        [
-            {
-                "id": w.row.id,
-                "state": "running",
-                "tier": tiers[w.row.id],
-                "last_cause": "upstream",
-                "state_changed_at": w.started_at,
-                "last_started_at": w.started_at,
-                "updated_at": at,
-                "reservation_expires_at": None,
-                "last_seen_running_at": period.poll_at,
-                "upstream_last_active_at": w.vm.last_active_at,
-                "missed_polls": 0,
-            }
-            for w in todo
-        ],
+        [(w.row.id, w.started_at, tiers[w.row.id], w.vm.last_active_at) for w in todo],
+        seen_at=period.poll_at,
+        cause="upstream",
     )
     await _open(
         session,
@@ -469,9 +478,7 @@ async def _resize(period: _Period, session: AsyncSession, batch: Sequence[Resize
     todo = [r for r in batch if r.row.id in claimed]
     at = period.poll_at
     await repository.close_intervals(session, [(r.row.id, at) for r in todo], "resize")
-    await repository.update_sandboxes(
-        session, [{"id": r.row.id, "tier": r.tier, "updated_at": now()} for r in todo]
-    )
+    await repository.set_tiers(session, [(r.row.id, r.tier) for r in todo])
     await _open(session, [(r.row.id, r.row.team_id, r.row.owner, r.tier, at) for r in todo])
     return await _write(
         session,

@@ -1,0 +1,185 @@
+"""The reconciler's decision rules on plain values: no database, no upstream."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from app.reconcile.plan import Plan, Row, classify, estimate_end, last_sighting, upstream_tier
+from app.upstream.schemas import RunningVM, VMSpecs
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+GRACE = timedelta(seconds=90)
+REFRESH = timedelta(seconds=60)
+
+
+def s(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def row(**changes: object) -> Row:
+    base = Row(
+        id="sbx_1",
+        upstream_id="vm1",
+        team_id="t",
+        owner=None,
+        tier="Nano",
+        state="running",
+        managed=True,
+        operation_id="op",
+        hibernation_timeout_seconds=300,
+        reservation_expires_at=None,
+        state_changed_at=s(0),
+        last_started_at=s(0),
+        last_seen_running_at=s(10),
+        upstream_last_active_at=s(5),
+        missed_polls=0,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def vm(**changes: object) -> RunningVM:
+    fields: dict[str, object] = {
+        "id": "vm1",
+        "last_active_at": s(5),
+        "session_started_at": s(0),
+        "credit_basis": "10",
+        "specs": {"cpu": 2, "memory": 4, "storage": 20},
+    }
+    fields.update(changes)
+    return RunningVM.model_validate(fields)
+
+
+def plan_for(rows: list[Row], vms: list[RunningVM], *, at: float, previous: float | None) -> Plan:
+    return classify(
+        vms,
+        rows,
+        poll_at=s(at),
+        previous_poll_at=s(previous) if previous is not None else None,
+        grace=GRACE,
+        refresh=REFRESH,
+    )
+
+
+class TestEstimateEnd:
+    def test_last_activity_plus_timeout_when_inside_the_sightings(self) -> None:
+        end = estimate_end(
+            last_active_at=s(100),
+            hibernation_timeout_seconds=60,
+            seen_running_at=s(120),
+            seen_stopped_at=s(200),
+        )
+        assert end == s(160)
+
+    def test_never_before_the_last_sighting_running(self) -> None:
+        end = estimate_end(
+            last_active_at=s(0),
+            hibernation_timeout_seconds=60,
+            seen_running_at=s(120),
+            seen_stopped_at=s(200),
+        )
+        assert end == s(120)
+
+    def test_never_after_the_first_sighting_stopped(self) -> None:
+        end = estimate_end(
+            last_active_at=s(190),
+            hibernation_timeout_seconds=60,
+            seen_running_at=s(120),
+            seen_stopped_at=s(200),
+        )
+        assert end == s(200)
+
+
+class TestUpstreamTier:
+    def test_specs_win_over_the_credit_basis(self) -> None:
+        assert upstream_tier(vm(specs={"cpu": 8, "memory": 16}, credit_basis="10")) == "Small"
+
+    def test_the_credit_basis_when_specs_are_missing_or_unknown(self) -> None:
+        assert upstream_tier(vm(specs=None, credit_basis="320")) == "XLarge"
+        assert upstream_tier(vm(specs={"cpu": 3, "memory": 3}, credit_basis=" 20.0 ")) == "Micro"
+
+    def test_unknown_when_neither_says(self) -> None:
+        assert upstream_tier(vm(specs=VMSpecs().model_dump(), credit_basis="abc")) is None
+        assert upstream_tier(vm(specs=None, credit_basis=None)) is None
+
+
+class TestSightings:
+    def test_a_listed_row_with_nothing_new_is_not_rewritten(self) -> None:
+        plan = plan_for([row()], [vm()], at=100, previous=85)
+        assert (plan.sightings, plan.resets, plan.missed) == ([], [], [])
+
+    def test_the_first_sighting_since_a_start_is_written(self) -> None:
+        plan = plan_for([row(last_seen_running_at=None)], [vm()], at=100, previous=85)
+        assert [r.id for r, _ in plan.sightings] == ["sbx_1"]
+
+    def test_new_activity_is_written_once_the_last_write_is_old_enough(self) -> None:
+        fresh = plan_for([row()], [vm(last_active_at=s(50))], at=30, previous=15)
+        assert fresh.sightings == []
+        stale = plan_for([row()], [vm(last_active_at=s(50))], at=100, previous=85)
+        assert [r.id for r, _ in stale.sightings] == ["sbx_1"]
+
+    def test_a_row_missed_once_and_listed_again_is_reset(self) -> None:
+        plan = plan_for([row(missed_polls=1)], [vm()], at=100, previous=85)
+        assert [r.id for r, _ in plan.resets] == ["sbx_1"]
+
+    def test_an_unwritten_sighting_is_implied_by_the_previous_poll(self) -> None:
+        assert last_sighting(row(), s(85)) == s(85)
+        assert last_sighting(row(missed_polls=1), s(85)) == s(10)
+        # Never seen since its start: it was running when it started.
+        assert last_sighting(row(last_seen_running_at=None, last_started_at=s(3)), s(85)) == s(3)
+
+
+class TestMisses:
+    def test_the_first_miss_records_the_implied_sighting(self) -> None:
+        plan = plan_for([row()], [], at=100, previous=85)
+        assert [(r.id, seen) for r, seen in plan.missed] == [("sbx_1", s(85))]
+        assert plan.closing == []
+
+    def test_the_second_miss_closes_between_the_sightings(self) -> None:
+        missed_once = row(missed_polls=1, last_seen_running_at=s(85), upstream_last_active_at=s(5))
+        plan = plan_for([missed_once], [], at=115, previous=100)
+        [closing] = plan.closing
+        # 5 + 300 is after the first sighting stopped (100): clamped to it.
+        assert closing.ended_at == s(100)
+
+    def test_a_fresh_start_not_yet_listed_is_not_missed(self) -> None:
+        fresh = row(last_started_at=s(50), last_seen_running_at=s(10), missed_polls=1)
+        plan = plan_for([fresh], [], at=100, previous=85)
+        assert plan.missed == [] and plan.closing == []
+        assert [r.id for r in plan.unobservable] == ["sbx_1"]
+
+    def test_after_the_grace_an_unlisted_start_counts(self) -> None:
+        old = row(last_started_at=s(0), last_seen_running_at=None)
+        plan = plan_for([old], [], at=100, previous=85)
+        assert [(r.id, seen) for r, seen in plan.missed] == [("sbx_1", s(0))]
+
+
+class TestWokenAndUnknown:
+    def test_a_session_newer_than_the_stop_here_is_a_wake(self) -> None:
+        stopped = row(state="hibernated", state_changed_at=s(50))
+        plan = plan_for([stopped], [vm(session_started_at=s(60))], at=100, previous=85)
+        [waking] = plan.waking
+        assert waking.started_at == s(60)
+
+    def test_the_session_corral_stopped_is_a_stale_listing(self) -> None:
+        stopped = row(state="hibernated", state_changed_at=s(50))
+        plan = plan_for([stopped], [vm(session_started_at=s(0))], at=100, previous=85)
+        assert plan.waking == []
+
+    def test_a_session_start_in_our_future_opens_the_interval_now(self) -> None:
+        stopped = row(state="shutdown", state_changed_at=s(50))
+        plan = plan_for([stopped], [vm(session_started_at=s(500))], at=100, previous=85)
+        assert plan.waking[0].started_at == s(100)
+
+    def test_vms_without_a_row_are_unknown_and_pending_creates_are_listed(self) -> None:
+        pending = row(
+            id="sbx_2",
+            upstream_id=None,
+            state="starting",
+            reservation_expires_at=s(200),
+        )
+        expired = replace(pending, id="sbx_3", reservation_expires_at=s(50))
+        plan = plan_for([row(), pending, expired], [vm(), vm(id="vm9")], at=100, previous=85)
+        assert [v.id for v in plan.unknown_vms] == ["vm9"]
+        assert [r.id for r in plan.pending] == ["sbx_2"]
+        assert [r.id for r in plan.unresolved] == ["sbx_3"]
