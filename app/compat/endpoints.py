@@ -180,7 +180,7 @@ async def running_vms(actor: Reader, rt: RuntimeDep) -> JSONResponse:
 async def create_session(
     upstream_id: UpstreamId, body: SessionRequest, actor: SessionMinter, rt: RuntimeDep
 ) -> JSONResponse:
-    data = await previews.create_session(
+    data = await service.create_session(
         rt, actor, upstream_id, session_id=body.session_id, permission=body.permission
     )
     return ok(data)

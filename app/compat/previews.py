@@ -1,10 +1,4 @@
-"""Browser sessions and preview tokens through the facade.
-
-Sessions are minted by `app.sessions.service.mint` (admission when the sandbox is stopped, the
-resume, the upstream call, the record and the audit row), honouring the session id the SDK
-chose. The answer is the upstream's `VMCreateSessionResponse`: Corral's session service keeps
-only what the SDK reads from it (token, URL, workspace path), so `username` is the session id
-(which is how the upstream names the Linux user) and `capabilities` is empty.
+"""Preview tokens through the facade.
 
 Preview tokens pass through to the upstream for the caller's own sandboxes; mutations are
 audited without the secret, which appears only in the creation answer.
@@ -22,34 +16,8 @@ from app.errors import AppError, Forbidden
 from app.identity.actor import Actor
 from app.models import Sandbox
 from app.runtime import Runtime
-from app.sessions import service as sessions
 from app.upstream.errors import UpstreamError, UpstreamNotFound
 from app.upstream.problems import to_problem
-
-
-async def create_session(
-    rt: Runtime, actor: Actor, upstream_id: str, *, session_id: str, permission: str
-) -> dict[str, Any]:
-    sandbox = await resolve(rt, actor, upstream_id)
-    # An owner-bound caller mints as its owner; the SDK's id only names the Linux user.
-    minted = await sessions.mint(
-        rt,
-        actor,
-        sandbox.id,
-        user=actor.owner or session_id,
-        permission=permission,
-        via="csb",
-        session_id=session_id,
-    )
-    answer = minted.session
-    return {
-        "username": session_id,
-        "pitcher_token": answer.pitcherToken,
-        "pitcher_url": answer.pitcherURL,
-        "user_workspace_path": answer.userWorkspacePath,
-        "capabilities": [],
-        "permissions": {"read": True, "write": permission == "write"},
-    }
 
 
 def _problem(err: UpstreamError, sandbox: Sandbox) -> AppError:

@@ -25,6 +25,12 @@ Hibernate or shut down a sandbox that is not running: the upstream answers 404 t
 facade answers 200 `data: {}` (the sandbox is left as it is). The caller's goal, "not running",
 holds, and the SDK's `restart` (shutdown, then start) would otherwise fail on every hibernated
 sandbox. A deleted or unknown sandbox is still 404.
+
+Sessions are minted by `app.sessions.service.mint` (admission when the sandbox is stopped, the
+resume, the upstream call, the record and the audit row), honouring the session id the SDK
+chose. The answer is the upstream's `VMCreateSessionResponse`: the session service keeps only
+what the SDK reads from it (token, URL, workspace path), so `username` is the session id (how
+the upstream names the Linux user) and `capabilities` is empty.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from app.runtime import Runtime
 from app.sandboxes import repository
 from app.sandboxes import service as sandboxes
 from app.sandboxes.schemas import SandboxCreate, SandboxFork, SandboxPatch
+from app.sessions import service as sessions
 from app.usage import ledger
 
 MAX_PAGE_SIZE = 50
@@ -172,6 +179,34 @@ async def delete(rt: Runtime, actor: Actor, upstream_id: str) -> None:
 async def update(rt: Runtime, actor: Actor, upstream_id: str, patch: SandboxPatch) -> Sandbox:
     sandbox = await resolve(rt, actor, upstream_id)
     return (await sandboxes.update(rt, actor, sandbox.id, patch)).sandbox
+
+
+# --- sessions -------------------------------------------------------------------------
+
+
+async def create_session(
+    rt: Runtime, actor: Actor, upstream_id: str, *, session_id: str, permission: str
+) -> dict[str, Any]:
+    sandbox = await resolve(rt, actor, upstream_id)
+    # An owner-bound caller mints as its owner; the SDK's id only names the Linux user.
+    minted = await sessions.mint(
+        rt,
+        actor,
+        sandbox.id,
+        user=actor.owner or session_id,
+        permission=permission,
+        via="csb",
+        session_id=session_id,
+    )
+    answer = minted.session
+    return {
+        "username": session_id,
+        "pitcher_token": answer.pitcherToken,
+        "pitcher_url": answer.pitcherURL,
+        "user_workspace_path": answer.userWorkspacePath,
+        "capabilities": [],
+        "permissions": {"read": True, "write": permission == "write"},
+    }
 
 
 # --- reads -------------------------------------------------------------------------------

@@ -273,3 +273,20 @@ async def test_sessions_and_preview_tokens_for_own_sandboxes(
     audit = await client.get("/v1/admin/audit?team=search-ui", headers=factories.ADMIN)
     if audit.status_code == 200:
         assert created["token"]["token"] not in audit.text
+
+
+async def test_upstream_failure_is_a_bad_gateway_in_the_upstream_shape(
+    client: httpx.AsyncClient, sim: httpx.AsyncClient
+) -> None:
+    headers = await factories.team_with_key(client, "search-ui")
+    forked = _data(await client.post("/csb/sandbox/pcz35m/fork", json={}, headers=headers), 201)
+    config = await sim.put(
+        "/_simulator/config", json={"faults": {"start": {"error_rate": 1.0, "status": 500}}}
+    )
+    assert config.status_code == 200, config.text
+    failed = await client.post(f"/csb/vm/{forked['id']}/start", json={}, headers=headers)
+    assert "start" in _errors(failed, 502)[0]
+    assert "retry-after" in failed.headers
+    # The reservation was released: the sandbox is stopped again, not stuck starting.
+    native = (await client.get("/v1/sandboxes", headers=headers)).json()["items"]
+    assert native[0]["state"] == "shutdown"
