@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request, status
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
 
 from app.deps import CurrentActor, RuntimeDep
 from app.errors import Unauthorized
@@ -23,6 +23,15 @@ from app.sessions.schemas import (
 
 router = APIRouter(tags=["sessions"])
 
+# Answers that carry a credential (a pitcher token, a browser token) must not be cached by a
+# browser or a proxy.
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _no_store(response: Response) -> None:
+    response.headers.update(NO_STORE)
+
+
 SandboxId = Annotated[str, Path(pattern=SANDBOX_ID_PATTERN, description="Corral's sandbox id")]
 
 
@@ -37,8 +46,13 @@ def _require_read(actor: CurrentActor) -> Actor:
     response_model=SandboxSessionOut,
 )
 async def mint_session(
-    sandbox_id: SandboxId, body: SessionCreate, actor: CurrentActor, rt: RuntimeDep
+    sandbox_id: SandboxId,
+    body: SessionCreate,
+    actor: CurrentActor,
+    rt: RuntimeDep,
+    response: Response,
 ) -> SandboxSessionOut:
+    _no_store(response)
     minted = await service.mint(
         rt, actor, sandbox_id, user=body.user, permission=body.permission, via="api"
     )
@@ -63,8 +77,13 @@ async def list_sessions(
     response_model=BrowserTokenOut,
 )
 async def issue_browser_token(
-    sandbox_id: SandboxId, body: BrowserTokenCreate, actor: CurrentActor, rt: RuntimeDep
+    sandbox_id: SandboxId,
+    body: BrowserTokenCreate,
+    actor: CurrentActor,
+    rt: RuntimeDep,
+    response: Response,
 ) -> BrowserTokenOut:
+    _no_store(response)
     return await service.issue_browser_token(rt, actor, sandbox_id, body)
 
 
@@ -82,7 +101,9 @@ def _browser_token(request: Request) -> str:
 async def browser_session(
     token: Annotated[str, Depends(_browser_token)],
     rt: RuntimeDep,
+    response: Response,
     body: Annotated[BrowserSessionRequest | None, Body()] = None,
 ) -> SandboxSessionOut:
+    _no_store(response)
     minted = await service.mint_for_browser(rt, token, body.sandbox_id if body else None)
     return minted.session

@@ -34,7 +34,8 @@ class SandboxSessionOut(BaseModel):
     bootupType: Literal["RUNNING", "CLEAN", "RESUME", "FORK"]
     cluster: str
     pitcherURL: str
-    pitcherToken: str
+    # A live credential: kept out of reprs, so no traceback or debug print shows it.
+    pitcherToken: str = Field(repr=False)
     userWorkspacePath: str
     workspacePath: str
     pitcherVersion: str

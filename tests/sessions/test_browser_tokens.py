@@ -128,6 +128,7 @@ class TestTrade:
         assert first.status_code == 200, first.text
         assert first.json()["bootupType"] == "RESUME"
         assert first.json()["sandboxId"] == sandbox["upstream_id"]
+        assert first.headers["cache-control"] == "no-store"
         second = await _trade(client, token)
         assert second.status_code == 200
         assert second.json()["bootupType"] == "RUNNING"

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from app.sessions.schemas import SandboxSessionOut
 from app.sessions.service import session_id_for
 from tests.fixtures import factories
 
@@ -64,6 +65,8 @@ class TestMint:
         assert body["sessionId"] == session_id_for("search-ui", "alice@corp")
         assert body["pitcherURL"].startswith("wss://")
         assert all(isinstance(body[k], str) and body[k] for k in SDK_SESSION_KEYS - {"isPint"})
+        assert response.headers["cache-control"] == "no-store"
+        assert body["pitcherToken"] not in repr(SandboxSessionOut.model_validate(body))
 
     async def test_each_mint_is_a_fresh_upstream_session(
         self, client: httpx.AsyncClient, sim: httpx.AsyncClient
