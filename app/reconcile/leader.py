@@ -112,13 +112,16 @@ async def period_lock(engine: AsyncEngine, *, wait_seconds: float = 0.0) -> Asyn
     conn = await _autocommit(engine)
     deadline = time.monotonic() + wait_seconds
     try:
-        while not await _try_lock(conn, PERIOD_LOCK):
-            if time.monotonic() >= deadline:
-                raise PeriodBusy("another reconcile period is running")
+        acquired = await _try_lock(conn, PERIOD_LOCK)
+        while not acquired and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
+            acquired = await _try_lock(conn, PERIOD_LOCK)
     except BaseException:
         await _discard(conn)
         raise
+    if not acquired:
+        await conn.close()  # it holds no lock
+        raise PeriodBusy("another reconcile period is running")
     try:
         yield
     finally:

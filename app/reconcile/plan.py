@@ -17,9 +17,9 @@ Rules that keep a stale `/vm/running` (it is refreshed only about every 30 s) fr
 false repair:
 - a miss counts only for a sandbox the poll could have seen: one seen running since its last
   start, or started longer than the sighting grace ago. Otherwise the miss counter is reset;
-- a VM listed running whose row is stopped counts as woken only if its `session_started_at` is
-  later than the moment Corral recorded the stop: an older session is the one Corral stopped,
-  still in a stale snapshot.
+- a VM listed running whose row is stopped (or deleted) counts only if its `session_started_at`
+  is later than the moment Corral recorded the stop, or the stop is older than the grace: an
+  older session seen soon after is the one Corral stopped, still in a stale snapshot.
 """
 
 from __future__ import annotations
@@ -188,17 +188,22 @@ def _observable(row: Row, poll_at: datetime, grace: timedelta) -> bool:
     return started <= poll_at - grace
 
 
-def _woken_start(row: Row, vm: RunningVM, poll_at: datetime, grace: timedelta) -> datetime | None:
-    """The start of a session Corral did not know about, or None if the listing is stale."""
-    stopped_at = row.state_changed_at
+def _fresh_listing(row: Row, vm: RunningVM, poll_at: datetime, grace: timedelta) -> bool:
+    """Can a listing of this VM running be trusted against a stop (or delete) recorded here?
+    Yes if its session began after that, or if the stop is older than any snapshot can be.
+    The second case also covers an upstream clock running behind ours."""
     session = vm.session_started_at
-    if session is None:
-        # Without a session start only a stop older than any snapshot can be trusted.
-        return poll_at if stopped_at <= poll_at - grace else None
-    if session <= stopped_at:
+    return (session is not None and session > row.state_changed_at) or (
+        row.state_changed_at <= poll_at - grace
+    )
+
+
+def _woken_start(row: Row, vm: RunningVM, poll_at: datetime, grace: timedelta) -> datetime | None:
+    """The start of a session Corral did not know about, or None if the listing may be stale."""
+    if not _fresh_listing(row, vm, poll_at, grace):
         return None
-    # The upstream's clock may run ahead of ours: never open an interval in the future.
-    return clamp(session, stopped_at, poll_at)
+    # Never before the stop here, and never in the future (the upstream's clock may run ahead).
+    return clamp(vm.session_started_at or poll_at, row.state_changed_at, poll_at)
 
 
 def classify(
@@ -232,7 +237,11 @@ def classify(
                 plan.pending.append(row)
         elif row.state == "unknown":
             plan.unresolved.append(row)
-        elif row.state in ("deleted", "failed") and vm is not None:
+        elif (
+            row.state in ("deleted", "failed")
+            and vm is not None
+            and _fresh_listing(row, vm, poll_at, grace)
+        ):
             plan.orphans.append((row, vm))
     plan.unknown_vms = [vm for vm_id, vm in listed.items() if vm_id not in claimed]
     return plan

@@ -206,10 +206,10 @@ async def _repair(
     elif plan.unknown_vms:
         # A VM unknown here may be a create whose answer is still on its way: wait and see.
         log.warning("operation lookups failed; unmanaged VMs are left for the next period")
-    # The kinds touch disjoint rows (or, for sightings, skip rows another batch holds), so
-    # they run side by side, each in its own short transactions.
+    # Sightings first: a resize batch would skip (SKIP LOCKED) a row a sighting holds.
+    await _record_sightings(period, plan)
+    # The kinds touch disjoint rows, so they run side by side, each in short transactions.
     outcomes = await asyncio.gather(
-        _record_sightings(period, plan),
         _batched(period, plan.closing, _close, key=lambda c: c.row.id),
         _batched(period, plan.waking, _wake, key=lambda w: w.row.id),
         _batched(period, plan.resizing, _resize, key=lambda r: r.row.id),

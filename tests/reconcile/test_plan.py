@@ -183,3 +183,16 @@ class TestWokenAndUnknown:
         assert [v.id for v in plan.unknown_vms] == ["vm9"]
         assert [r.id for r in plan.pending] == ["sbx_2"]
         assert [r.id for r in plan.unresolved] == ["sbx_3"]
+
+
+class TestStaleness:
+    def test_an_old_stop_is_trusted_even_against_an_older_session(self) -> None:
+        # The upstream's clock runs behind ours: its session start predates our stop.
+        stopped = row(state="hibernated", state_changed_at=s(50))
+        plan = plan_for([stopped], [vm(session_started_at=s(40))], at=500, previous=485)
+        assert [w.started_at for w in plan.waking] == [s(50)]
+
+    def test_a_deleted_sandbox_in_a_stale_listing_is_not_an_orphan(self) -> None:
+        deleted = row(state="deleted", state_changed_at=s(50))
+        assert plan_for([deleted], [vm()], at=100, previous=85).orphans == []
+        assert len(plan_for([deleted], [vm()], at=500, previous=485).orphans) == 1
