@@ -62,7 +62,7 @@ async def run_now(actor: AdminActor, rt: RuntimeDep) -> RunOut:
         id=summary.run_id,
         replica=summary.replica,
         started_at=summary.started_at,
-        finished_at=None,
+        finished_at=summary.finished_at,
         duration_ms=summary.duration_ms,
         outcome=summary.outcome,
         error=summary.error,

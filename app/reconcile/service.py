@@ -78,6 +78,7 @@ class RunSummary:
     started_at: datetime
     outcome: str
     duration_ms: int
+    finished_at: datetime | None = None
     upstream_running: int | None = None
     observed_limit: int | None = None
     drift: dict[str, int] = field(default_factory=dict)
@@ -144,13 +145,14 @@ async def _finish(
     rt: Runtime, summary: RunSummary, clock: float, *, polled: RunningVMs | None = None
 ) -> RunSummary:
     summary.duration_ms = _ms_since(clock)
+    summary.finished_at = now()
     async with transaction(rt.sessions) as session:
         if polled is not None:
             await repository.store_observed_limit(session, polled.concurrent_vm_limit, now())
         await repository.finish_run(
             session,
             summary.run_id,
-            finished_at=now(),
+            finished_at=summary.finished_at,
             duration_ms=summary.duration_ms,
             outcome=summary.outcome,
             error=summary.error,
@@ -198,7 +200,9 @@ async def _repair(
     )
     phases["load"] = _ms_since(clock)
     clock = time.perf_counter()
-    lookups = await _lookup_operations(period, [*plan.pending, *plan.unresolved])
+    # In-flight creates only matter if some VM is unknown here.
+    pending = plan.pending if plan.unknown_vms else []
+    lookups = await _lookup_operations(period, [*pending, *plan.unresolved])
     unknown: list[RunningVM] = []
     if not lookups.failed:
         theirs = set(lookups.found.values())

@@ -83,6 +83,7 @@ class TestAdminRoutes:
             {"unmanaged": 1},
             1,
         )
+        assert run["finished_at"] is not None and run["finished_at"] >= run["started_at"]
 
         listing = await client.get("/v1/admin/reconciliation", headers=admin)
         assert listing.status_code == 200
