@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -165,11 +165,10 @@ def csv_header(keys: Sequence[str]) -> list[str]:
     return [*keys, *FIGURES]
 
 
-def _csv_line(values: Sequence[Any]) -> str:
+def _csv_text(rows: Iterable[Sequence[Any]]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\r\n").writerow(
-        ["" if v is None else str(v) for v in values]
-    )
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerows(["" if v is None else str(v) for v in row] for row in rows)
     return buffer.getvalue()
 
 
@@ -183,7 +182,7 @@ async def csv_lines(
     at: datetime,
     timezone: str,
 ) -> AsyncIterator[str]:
-    """The report as CSV lines, header first, read through a cursor as they are sent.
+    """The report as CSV text, header first, read through a cursor in batches as it is sent.
 
     Scope is checked before the first line, so a refusal is still a clean problem response."""
     team_id, owner = scope(actor, team)
@@ -197,11 +196,23 @@ async def csv_lines(
         owner=owner,
     )
 
+    columns = [repository.GROUP_KEYS[k] for k in keys]
+
     async def lines() -> AsyncIterator[str]:
-        yield _csv_line(csv_header(keys))
+        yield _csv_text([csv_header(keys)])
         async with sessions() as session, session.begin():
-            async for row in repository.stream_usage_rows(session, query):
-                figures = _figures(row)
-                yield _csv_line([*_keys(row, keys).values(), *(figures[name] for name in FIGURES)])
+            # One chunk of CSV per batch of rows, with the figures formatted as `_figures`
+            # formats them for the JSON report.
+            async for rows in repository.stream_usage_rows(session, query):
+                yield _csv_text(
+                    [
+                        *(getattr(row, column) for column in columns),
+                        amounts.seconds_figure(row.seconds),
+                        int(row.billed_minutes),
+                        row.credits,
+                        row.usd,
+                    ]
+                    for row in rows
+                )
 
     return lines()

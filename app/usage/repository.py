@@ -9,9 +9,11 @@ computed in whole microseconds (bigint) so that no rounding enters before the fi
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Row, select, text
@@ -76,13 +78,35 @@ class UsageQuery:
     with_total: bool = False
 
 
-def _report_sql(query: UsageQuery) -> tuple[str, dict[str, Any]]:
-    by_day = "day" in query.group_by
-    params: dict[str, Any] = {
-        "start": query.start,
-        "end": query.end,
-        "at": query.at,
-    }
+@dataclass(frozen=True)
+class VersionSpan:
+    """A price-book version and the instant the next one takes over (None: still in force)."""
+
+    id: int
+    effective_from: datetime
+    until: datetime | None
+    rates: dict[str, Any]
+    credit_usd: Decimal
+
+
+async def version_spans(session: AsyncSession, start: datetime, end: datetime) -> list[VersionSpan]:
+    """The versions in force at some instant of [start, end), oldest first."""
+    versions = await price_versions(session)
+    spans = [
+        VersionSpan(
+            v.id,
+            v.effective_from,
+            versions[n + 1].effective_from if n + 1 < len(versions) else None,
+            v.credits_per_hour,
+            v.credit_usd,
+        )
+        for n, v in enumerate(versions)
+    ]
+    return [v for v in spans if v.effective_from < end and (v.until is None or v.until > start)]
+
+
+def _report_sql(query: UsageQuery, versions: Sequence[VersionSpan]) -> tuple[str, dict[str, Any]]:
+    params: dict[str, Any] = {"start": query.start, "end": query.end, "at": query.at}
     filters = ""
     if query.team_id is not None:
         filters += "AND i.team_id = :team_id "
@@ -90,13 +114,51 @@ def _report_sql(query: UsageQuery) -> tuple[str, dict[str, Any]]:
     if query.owner is not None:
         filters += "AND i.owner = :owner "
         params["owner"] = query.owner
-    day_join, day_cols, day_lo, day_hi = "", "", "", ""
-    if by_day:
+    keys = [GROUP_KEYS[k] for k in query.group_by]
+    interval_keys = "".join(f"iv.{k}, " for k in keys if k != "day")
+
+    # Price versions. The versions that overlap the window are few and known up front; when
+    # one version covers the whole window (the usual case) no interval needs cutting, and the
+    # join is skipped entirely.
+    for n, v in enumerate(versions):
+        params[f"v{n}_id"] = v.id
+        params[f"v{n}_from"] = v.effective_from
+        params[f"v{n}_until"] = v.until
+        params[f"v{n}_rates"] = json.dumps(v.rates)
+        params[f"v{n}_usd"] = v.credit_usd
+    version_rows = ", ".join(
+        f"(CAST(:v{n}_id AS bigint), CAST(:v{n}_from AS timestamptz), "
+        f"coalesce(CAST(:v{n}_until AS timestamptz), 'infinity'::timestamptz), "
+        f"CAST(:v{n}_rates AS jsonb), CAST(:v{n}_usd AS numeric))"
+        for n in range(len(versions))
+    )
+    if len(versions) == 1:
+        version_join = ""
+        v_lo = ", CAST(:v0_from AS timestamptz)"
+        v_hi = ", coalesce(CAST(:v0_until AS timestamptz), 'infinity'::timestamptz)"
+        v_id = "CAST(:v0_id AS bigint)"
+        # Pricing by constants, not a join: a join on the single version's id would make the
+        # planner guess the rows wrong and sort where it should hash.
+        price_source = "grouped AS g"
+        v_rates, v_usd = "CAST(:v0_rates AS jsonb)", "CAST(:v0_usd AS numeric)"
+    else:
+        # No version in the window (only possible before 1970): a row that matches nothing.
+        version_rows = version_rows or (
+            "(CAST(0 AS bigint), 'infinity'::timestamptz, 'infinity'::timestamptz, "
+            "'{}'::jsonb, CAST(0 AS numeric))"
+        )
+        version_join = "JOIN versions AS v ON v.v_from < iv.we AND v.v_to > iv.ws"
+        v_lo, v_hi, v_id = ", v.v_from", ", v.v_to", "v.id"
+        price_source = "grouped AS g JOIN versions AS v ON v.id = g.v_id"
+        v_rates, v_usd = "v.rates", "v.credit_usd"
+
+    day_join, d_lo, d_hi, day_col = "", "", "", ""
+    if "day" in query.group_by:
         params["tz"] = query.timezone
         # One row per local calendar day the clipped interval touches.
         day_join = """
         CROSS JOIN LATERAL (
-            SELECT g::date AS day,
+            SELECT CAST(g AS date) AS day,
                    g AT TIME ZONE CAST(:tz AS text) AS d_from,
                    (g + interval '1 day') AT TIME ZONE CAST(:tz AS text) AS d_to
             FROM generate_series(
@@ -105,38 +167,34 @@ def _report_sql(query: UsageQuery) -> tuple[str, dict[str, Any]]:
                 interval '1 day'
             ) AS g
         ) AS d"""
-        day_cols, day_lo, day_hi = ", d.day", ", d.d_from", ", d.d_to"
-    keys = [GROUP_KEYS[k] for k in query.group_by]
+        d_lo, d_hi, day_col = ", d.d_from", ", d.d_to", "d.day, "
+
     key_list = ", ".join(keys)
-    total_flag = ""
-    group_clause = ""
-    order_clause = ""
+    total_flag, group_clause, order_clause = "", "", ""
     if keys:
+        ordered = ", ".join(f"{k} NULLS FIRST" for k in keys)
         if query.with_total:
             group_clause = f"GROUP BY GROUPING SETS (({key_list}), ())"
             total_flag = f", GROUPING({key_list}) <> 0 AS is_total"
-            order_clause = f"ORDER BY GROUPING({key_list}), " + ", ".join(
-                f"{k} NULLS FIRST" for k in keys
-            )
+            order_clause = f"ORDER BY GROUPING({key_list}), {ordered}"
         else:
             group_clause = f"GROUP BY {key_list}"
-            order_clause = "ORDER BY " + ", ".join(f"{k} NULLS FIRST" for k in keys)
+            order_clause = f"ORDER BY {ordered}"
     elif query.with_total:
         total_flag = ", true AS is_total"
-    select_keys = (key_list + ", ") if keys else ""
-    # Only fixed fragments and GROUP_KEYS columns are interpolated; every value is a parameter.
+    select_keys = f"{key_list}, " if keys else ""
+    grouped_keys = "".join(f"{k}, " for k in keys)
+    # (OFFSET 0 keeps Postgres from inlining a CTE into the next one, which would copy the
+    # expressions of `a`, `b`, `a_us` and `b_us` into every use and compute them repeatedly.)
+    # Offsets from the interval's start in whole microseconds (bigint): billed minutes are
+    # F(b) - F(a) with F(x) = ceil(x / 60 s), and seconds are summed as integers too. Rows are
+    # first summed per (keys, tier, version, own rate) in integers only; the numeric rates
+    # multiply those few sums, and the one division left, done at scale 20, rounds exactly.
     sql = f"""
-    WITH versions AS (
-        SELECT id, effective_from AS v_from,
-               coalesce(lead(effective_from) OVER (ORDER BY effective_from),
-                        'infinity'::timestamptz) AS v_to,
-               credits_per_hour AS rates, credit_usd
-        FROM price_books
-    ),
+    WITH versions (id, v_from, v_to, rates, credit_usd) AS (VALUES {version_rows}),
     iv AS (
         SELECT i.team_id, i.owner, i.tier, i.sandbox_id, i.price_book_id, i.credits_per_hour,
                i.started_at AS s,
-               greatest(i.started_at, coalesce(i.ended_at, CAST(:at AS timestamptz))) AS e,
                greatest(i.started_at, CAST(:start AS timestamptz)) AS ws,
                least(greatest(i.started_at, coalesce(i.ended_at, CAST(:at AS timestamptz))),
                      CAST(:end AS timestamptz)) AS we
@@ -145,57 +203,80 @@ def _report_sql(query: UsageQuery) -> tuple[str, dict[str, Any]]:
           {filters}
     ),
     pieces AS (
-        SELECT iv.team_id, iv.owner, iv.tier, iv.sandbox_id{day_cols}, iv.s,
-               greatest(iv.ws, v.v_from{day_lo}) AS a,
-               least(iv.we, v.v_to{day_hi}) AS b,
-               CASE WHEN v.id = iv.price_book_id THEN iv.credits_per_hour
-                    ELSE CAST(v.rates ->> iv.tier AS numeric) END AS rate,
-               v.credit_usd
+        SELECT {interval_keys}{day_col}iv.s, iv.tier AS rate_tier, {v_id} AS v_id,
+               -- The interval keeps the rate it started at; later versions price the rest.
+               CASE WHEN iv.price_book_id = {v_id} THEN iv.credits_per_hour END AS own_rate,
+               greatest(iv.ws{v_lo}{d_lo}) AS a,
+               least(iv.we{v_hi}{d_hi}) AS b
         FROM iv
-        JOIN versions AS v ON v.v_from < iv.we AND v.v_to > iv.ws{day_join}
+        {version_join}{day_join}
+        OFFSET 0
     ),
     measured AS (
-        SELECT team_id, owner, tier, sandbox_id{day_cols.replace("d.", "")}, rate, credit_usd,
-               extract(epoch FROM b - a) AS seconds,
-               (CAST(extract(epoch FROM b - s) * 1000000 AS bigint) + 59999999) / 60000000
-             - (CAST(extract(epoch FROM a - s) * 1000000 AS bigint) + 59999999) / 60000000
-               AS minutes
+        SELECT {grouped_keys}rate_tier, v_id, own_rate,
+               CASE WHEN a = s THEN CAST(0 AS bigint)
+                    ELSE CAST(extract(epoch FROM a - s) * 1000000 AS bigint) END AS a_us,
+               CAST(extract(epoch FROM b - s) * 1000000 AS bigint) AS b_us
         FROM pieces
         WHERE a < b
+        OFFSET 0
+    ),
+    grouped AS (
+        SELECT {grouped_keys}rate_tier, v_id, own_rate,
+               sum(b_us - a_us) AS us,
+               sum((b_us + 59999999) / 60000000 - (a_us + 59999999) / 60000000) AS minutes
+        FROM measured
+        GROUP BY {grouped_keys}rate_tier, v_id, own_rate
+    ),
+    priced AS (
+        SELECT g.*, coalesce(g.own_rate, CAST({v_rates} ->> g.rate_tier AS numeric)) AS rate,
+               {v_usd} AS credit_usd
+        FROM {price_source}
     )
     SELECT {select_keys}
-           coalesce(sum(seconds), 0) AS seconds,
+           CAST(CAST(coalesce(sum(us), 0) AS numeric(40, 20)) / 1000000 AS numeric(38, 6))
+               AS seconds,
            coalesce(sum(minutes), 0) AS billed_minutes,
            round(CAST(coalesce(sum(minutes * rate), 0) AS numeric(40, 20)) / 60, 6) AS credits,
            round(CAST(coalesce(sum(minutes * rate * credit_usd), 0) AS numeric(40, 20)) / 60, 6)
                AS usd{total_flag}
-    FROM measured
+    FROM priced
     {group_clause}
     {order_clause}
     """  # noqa: S608
     return sql, params
 
 
+async def _prepared(session: AsyncSession, query: UsageQuery) -> tuple[str, dict[str, Any]]:
+    versions = await version_spans(session, query.start, query.end)
+    # Reports aggregate tens of thousands of pieces: let the sort and hash stay in memory.
+    await session.execute(text("SET LOCAL work_mem = '64MB'"))
+    return _report_sql(query, versions)
+
+
 async def usage_rows(
     session: AsyncSession, query: UsageQuery, *, limit: int | None = None
 ) -> list[Row[Any]]:
-    sql, params = _report_sql(query)
+    sql, params = await _prepared(session, query)
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     result = await session.execute(text(sql), params)
     return list(result.all())
 
 
-async def stream_usage_rows(session: AsyncSession, query: UsageQuery) -> AsyncIterator[Row[Any]]:
-    """The report's rows through a server-side cursor, for exports too large to hold."""
-    sql, params = _report_sql(query)
-    result = await session.stream(text(sql), params)
-    async for row in result:
-        yield row
+async def stream_usage_rows(
+    session: AsyncSession, query: UsageQuery, *, batch: int = 2000
+) -> AsyncIterator[Sequence[Row[Any]]]:
+    """The report's rows through a server-side cursor, in batches, for exports too large to
+    hold: memory stays bounded and round trips (and task switches) stay few."""
+    sql, params = await _prepared(session, query)
+    result = await session.stream(text(sql).execution_options(yield_per=batch), params)
+    async for rows in result.partitions():
+        yield rows
 
 
 async def explain(session: AsyncSession, query: UsageQuery) -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of the report, for the benchmark's notes."""
-    sql, params = _report_sql(query)
+    sql, params = await _prepared(session, query)
     result = await session.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + sql), params)
     return "\n".join(str(r[0]) for r in result)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 
@@ -21,7 +21,7 @@ async def teams(conn: Executor, team_ids: Iterable[str], **limits: object) -> No
 
 
 async def sandboxes(
-    conn: Executor, owners: dict[str, tuple[str, str | None]], *, state: str = "running"
+    conn: Executor, owners: Mapping[str, tuple[str, str | None]], *, state: str = "running"
 ) -> None:
     """owners: sandbox id → (team id, owner)."""
     await conn.execute(

@@ -33,7 +33,7 @@ SANDBOXES = {
     "sbx_b2": ("team-b", None),
 }
 TIMEZONES = ("UTC", "America/New_York", "Asia/Kolkata")
-GROUPINGS = (
+GROUPINGS: tuple[list[str], ...] = (
     [],
     ["team"],
     ["owner", "tier"],
