@@ -218,9 +218,9 @@ async def main() -> None:
             sessions, ADMIN, span=march, keys=["sandbox", "tier"], team=None, at=at, timezone=tz
         )
         count = 0
-        async for _ in lines:
-            count += 1
-        return count - 1
+        async for chunk in lines:
+            count += chunk.count("\n")
+        return count - 1  # the header
 
     async def month_to_date() -> str:
         async with sessions() as session:
