@@ -1,5 +1,5 @@
 """The reconcile loop every replica runs: try to lead, and while leading run one period every
-`CORRAL_RECONCILE_INTERVAL` seconds.
+`CORRAL_RECONCILE_INTERVAL` seconds, followed by the budget job (`usage.budget`).
 
 Followers retry the leader lock once a period, so when a leader dies another takes over within
 a period. A period whose upstream poll failed backs off exponentially (capped), keeping the
@@ -16,6 +16,7 @@ from contextlib import suppress
 from app.reconcile.leader import Leadership, PeriodBusy
 from app.reconcile.service import reconcile_once, replica_name
 from app.runtime import Runtime
+from app.usage import budget
 
 log = logging.getLogger(__name__)
 
@@ -71,4 +72,14 @@ class ReconcileLoop:
             self.failures += 1
             return backoff(interval, self.failures)
         self.failures = self.failures + 1 if summary.outcome == "failed" else 0
+        if summary.outcome != "failed":
+            await self.enforce_budgets()
         return backoff(interval, self.failures)
+
+    async def enforce_budgets(self) -> None:
+        """The leader also hibernates the sandboxes of teams whose budget is spent (policy
+        `hibernate`), once per period, after the ledger has been brought up to date."""
+        try:
+            await budget.enforce_budgets(self.rt)
+        except Exception:
+            log.exception("budget enforcement error")

@@ -107,3 +107,22 @@ class TestAdminRoutes:
         ):
             assert (await client.request(method, path, headers=headers)).status_code == 403
             assert (await client.request(method, path)).status_code == 401
+
+
+class TestBudgetJob:
+    async def test_the_leaders_period_hibernates_teams_past_their_budget(
+        self, runtime: Runtime, client: httpx.AsyncClient, sim: httpx.AsyncClient
+    ) -> None:
+        from tests.usage.test_budget import running_states, spend
+
+        over = await factories.team_with_key(
+            client, "team-over", monthly_budget_credits="2", budget_policy="hibernate"
+        )
+        sandbox_id = (await factories.sandbox(client, over))["id"]
+        await spend(runtime, sandbox_id, "team-over")
+        loop = ReconcileLoop(runtime)
+        try:
+            await loop.tick(1.0)
+        finally:
+            await loop.stop()
+        assert await running_states(runtime, "team-over") == {sandbox_id: ("hibernated", "budget")}
