@@ -1,0 +1,186 @@
+"""Admission throughput: admitted creates per second through Corral, next to direct simulator
+fork+start calls, and the count of over-admissions (which must be 0).
+
+Runs a standalone simulator (no latency) and one `corral serve` on loopback against a scratch
+database, then:
+1. `--creates` creates at `--concurrency` through Corral with limits high enough to admit all;
+2. the same number of fork+start pairs sent straight to the simulator at the same concurrency;
+3. an over-admission probe: org limit `--limit`, `--probe` concurrent creates; counts 201s
+   beyond the limit, and VMs running upstream beyond it.
+
+Prints one JSON object and a short table.
+
+    .venv/bin/python bench/admission.py [--creates 2000] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.db import create_engine, migrate
+from tests import processes
+from tests.database import recreate
+
+ADMIN_KEY = "bench-admin-key-" + "b" * 32
+SIM_KEY = "bench-simulator-key"
+
+
+async def scratch_database() -> str:
+    url = await recreate(f"corral_bench_admission_{os.getpid()}")
+    engine = create_engine(url, pool_size=1)
+    await migrate(engine)
+    await engine.dispose()
+    return url
+
+
+async def run_pool(n: int, concurrency: int, one: Any) -> tuple[float, list[int]]:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    codes: list[int] = []
+
+    async def worker() -> None:
+        while not queue.empty():
+            codes.append(await one(queue.get_nowait()))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started, codes
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    url = await scratch_database()
+    logs = Path(tempfile.mkdtemp(prefix="corral-bench-"))
+    limits = httpx.Limits(
+        max_connections=args.concurrency * 2, max_keepalive_connections=args.concurrency * 2
+    )
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with processes.simulator(SIM_KEY, logs) as sim_process, processes.corral(
+        database_url=url, upstream_url=sim_process.url, upstream_key=SIM_KEY, admin_key=ADMIN_KEY,
+        log_dir=logs, log_level="WARNING",
+    ) as corral:  # fmt: skip
+        async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+            sim_headers = {"Authorization": f"Bearer {SIM_KEY}"}
+            await http.put(
+                f"{sim_process.url}/_simulator/config",
+                json={"concurrent_vm_limit": 1_000_000, "latency_ms": 0},
+            )
+            await http.put(
+                f"{corral.url}/v1/admin/plan",
+                json={"plan": "enterprise", "limit": 1_000_000},
+                headers=admin,
+            )
+            await http.post(
+                f"{corral.url}/v1/admin/teams", json={"id": "bench", "name": "bench"}, headers=admin
+            )
+            issued = await http.post(
+                f"{corral.url}/v1/admin/teams/bench/keys",
+                json={"name": "bench", "scopes": ["sandboxes:write", "sandboxes:read"]},
+                headers=admin,
+            )
+            team = {"Authorization": f"Bearer {issued.json()['key']}"}
+
+            async def create(i: int) -> int:
+                response = await http.post(
+                    f"{corral.url}/v1/sandboxes", json={"tier": "Pico"}, headers=team
+                )
+                return response.status_code
+
+            # Warm up connections and caches; not measured.
+            await run_pool(args.concurrency, args.concurrency, create)
+            corral_seconds, corral_codes = await run_pool(args.creates, args.concurrency, create)
+
+            async def direct(i: int) -> int:
+                fork = await http.post(
+                    f"{sim_process.url}/sandbox/pcz35m/fork",
+                    json={"tags": ["bench"]},
+                    headers=sim_headers,
+                )
+                start = await http.post(
+                    f"{sim_process.url}/vm/{fork.json()['data']['id']}/start",
+                    json={"tier": "Pico"},
+                    headers=sim_headers,
+                )
+                return start.status_code
+
+            direct_seconds, direct_codes = await run_pool(args.creates, args.concurrency, direct)
+
+            # Over-admission probe: reset, then a burst against a small org limit.
+            await http.post(f"{sim_process.url}/_simulator/reset")
+            await http.put(
+                f"{sim_process.url}/_simulator/config", json={"concurrent_vm_limit": 1_000_000}
+            )
+            engine = create_engine(url, pool_size=1)
+            async with engine.begin() as conn:
+                from sqlalchemy import text
+
+                await conn.execute(
+                    text("UPDATE sandboxes SET state = 'deleted' WHERE state <> 'deleted'")
+                )
+                await conn.execute(
+                    text("UPDATE usage_intervals SET ended_at = now() WHERE ended_at IS NULL")
+                )
+            await engine.dispose()
+            await http.put(
+                f"{corral.url}/v1/admin/plan",
+                json={"plan": "enterprise", "limit": args.limit},
+                headers=admin,
+            )
+            _, probe_codes = await run_pool(args.probe, args.probe, create)
+            vms = (await http.get(f"{sim_process.url}/_simulator/vms")).json()["vms"]
+            running_upstream = sum(1 for vm in vms if vm["state"] == "running")
+
+    admitted = corral_codes.count(201)
+    probe_admitted = probe_codes.count(201)
+    return {
+        "benchmark": "admission",
+        "concurrency": args.concurrency,
+        "creates": args.creates,
+        "corral": {
+            "seconds": round(corral_seconds, 3),
+            "admitted": admitted,
+            "other_statuses": sorted(set(corral_codes) - {201}),
+            "admitted_creates_per_second": round(admitted / corral_seconds, 1),
+        },
+        "direct_simulator": {
+            "seconds": round(direct_seconds, 3),
+            "fork_start_pairs_per_second": round(len(direct_codes) / direct_seconds, 1),
+        },
+        "over_admission_probe": {
+            "org_limit": args.limit,
+            "concurrent_creates": args.probe,
+            "admitted": probe_admitted,
+            "running_upstream": running_upstream,
+            "over_admissions": max(0, probe_admitted - args.limit)
+            + max(0, running_upstream - args.limit),
+        },
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--creates", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--probe", type=int, default=300)
+    result = asyncio.run(main(parser.parse_args()))
+    print(json.dumps(result, indent=2))
+    c, d, p = result["corral"], result["direct_simulator"], result["over_admission_probe"]
+    print(f"\n{'measure':<40}{'value':>12}")
+    print(f"{'admitted creates/s through Corral':<40}{c['admitted_creates_per_second']:>12}")
+    print(f"{'direct fork+start pairs/s':<40}{d['fork_start_pairs_per_second']:>12}")
+    print(f"{'over-admissions':<40}{p['over_admissions']:>12}")
