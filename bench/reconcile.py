@@ -29,7 +29,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 from sqlalchemy import insert, text
 
@@ -47,7 +46,7 @@ from app.upstream.simulator.app import simulator_of
 from app.upstream.simulator.config import SimulatorConfig
 from app.upstream.simulator.schemas import OutsideVmRequest
 from app.upstream.simulator.tiers import Tier
-from tests.database import _dsn, recreate, url_for
+from tests.database import drop, recreate
 
 SIM_KEY = "bench-simulator-key"
 TEAM = "bench"
@@ -183,11 +182,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await upstream.aclose()
     finally:
         await engine.dispose()
-        conn = await asyncpg.connect(_dsn(url_for("postgres")))
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await drop(database)
 
     found: dict[str, int] = {}
     for period in periods:

@@ -5,6 +5,8 @@ Each test run makes fresh databases on that server, by name, and migrates them."
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -48,3 +50,21 @@ async def recreate(database: str) -> str:
     finally:
         await conn.close()
     return url_for(database)
+
+
+async def drop(database: str) -> None:
+    conn = await asyncpg.connect(_dsn(url_for("postgres")))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def scratch(database: str) -> AsyncIterator[str]:
+    """A fresh database for the length of the block (its URL), dropped afterwards."""
+    url = await recreate(database)
+    try:
+        yield url
+    finally:
+        await drop(database)

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.admission.schemas import TeamLimits
 from app.tiers import Tier
 
 TeamId = str
@@ -32,20 +33,12 @@ class TeamPatch(Strict):
     budget_soft_threshold: Decimal | None = Field(default=None, gt=0, le=1)
 
 
-class TeamOut(BaseModel):
+class TeamOut(TeamLimits):
     model_config = ConfigDict(from_attributes=True)
 
     id: str
     name: str
     created_at: datetime
-    max_concurrent: int | None
-    max_concurrent_per_owner: int | None
-    max_tier: str | None
-    max_credits_per_hour: Decimal | None
-    guaranteed: int
-    monthly_budget_credits: Decimal | None
-    budget_policy: str
-    budget_soft_threshold: Decimal | None
 
 
 class KeyCreate(Strict):

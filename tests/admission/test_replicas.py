@@ -7,7 +7,6 @@ import asyncio
 import os
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import asyncpg
 import httpx
 import pytest
 from playwright.async_api import Browser, async_playwright
 
 from tests import processes
 from tests.conftest import ADMIN_KEY
-from tests.database import _dsn, recreate, url_for
+from tests.database import scratch
 from tests.fixtures.factories import ALL_TEAM_SCOPES
 
 CHROMIUM = "/usr/bin/chromium"
@@ -69,13 +68,8 @@ def static_site() -> Iterator[str]:
 
 @pytest.fixture
 async def database() -> AsyncIterator[str]:
-    name = f"corral_browser_{os.getpid()}"
-    yield await recreate(name)
-    conn = await asyncpg.connect(_dsn(url_for("postgres")))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    async with scratch(f"corral_browser_{os.getpid()}") as url:
+        yield url
 
 
 @pytest.fixture

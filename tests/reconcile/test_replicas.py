@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from sqlalchemy import select
@@ -19,7 +18,7 @@ from app.db import create_engine, session_factory, transaction
 from app.models import ReconcileRun
 from tests import processes
 from tests.conftest import ADMIN_KEY
-from tests.database import _dsn, recreate, url_for
+from tests.database import scratch
 
 SIM_KEY = "replica-test-simulator-key"
 INTERVAL = "0.5"
@@ -38,13 +37,8 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], what: str) -> None:
 
 @pytest.fixture
 async def database() -> AsyncIterator[str]:
-    name = f"corral_replicas_{os.getpid()}"
-    yield await recreate(name)
-    conn = await asyncpg.connect(_dsn(url_for("postgres")))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    async with scratch(f"corral_replicas_{os.getpid()}") as url:
+        yield url
 
 
 async def runs(url: str) -> list[str]:
