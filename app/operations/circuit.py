@@ -46,6 +46,8 @@ class UpstreamCircuit:
         self.clock = clock
         # (when, failed) per attempt, oldest first; trimmed to the window on every use.
         self._attempts: deque[tuple[float, bool]] = deque()
+        # Failures among _attempts, kept in step so no observation rescans the window.
+        self._failures = 0
         self._opened_at: float | None = None
 
     def observe(self, operation: str, status: int | None, seconds: float) -> None:
@@ -59,6 +61,7 @@ class UpstreamCircuit:
         if current == "half-open":
             # The probe decides: one answer is all half-open waits for.
             self._attempts.clear()
+            self._failures = 0
             if failed:
                 self._opened_at = now
                 return
@@ -66,6 +69,7 @@ class UpstreamCircuit:
             self._attempts.append((now, False))
             return
         self._attempts.append((now, failed))
+        self._failures += failed
         self._trim(now)
         if current == "closed" and self._tripped():
             self._opened_at = now
@@ -81,24 +85,23 @@ class UpstreamCircuit:
     def summary(self) -> dict[str, object]:
         """What /readyz shows: the state and the recent attempts it rests on."""
         self._trim(self.clock())
-        failures = sum(1 for _, failed in self._attempts if failed)
         return {
             "state": self.state,
             "recent_attempts": len(self._attempts),
-            "recent_failures": failures,
+            "recent_failures": self._failures,
             "window_seconds": self.window_seconds,
         }
 
     def _trim(self, now: float) -> None:
         while self._attempts and now - self._attempts[0][0] > self.window_seconds:
-            self._attempts.popleft()
+            _, failed = self._attempts.popleft()
+            self._failures -= failed
 
     def _tripped(self) -> bool:
         total = len(self._attempts)
         if total < self.min_attempts:
             return False
-        failures = sum(1 for _, failed in self._attempts if failed)
-        return failures / total >= self.failure_ratio
+        return self._failures / total >= self.failure_ratio
 
 
 def chain(*observers: Observer) -> Observer:
