@@ -3,7 +3,8 @@ fork+start calls, and the count of over-admissions (which must be 0).
 
 Runs a standalone simulator (no latency) and one `corral serve` on loopback against a scratch
 database, then:
-1. `--creates` creates at `--concurrency` through Corral with limits high enough to admit all;
+1. `--creates` creates at `--concurrency` through Corral (`--replicas` processes sharing the
+   database, round robin) with limits high enough to admit all;
 2. the same number of fork+start pairs sent straight to the simulator at the same concurrency;
 3. an over-admission probe: org limit `--limit`, `--probe` concurrent creates; counts 201s
    beyond the limit, and VMs running upstream beyond it.
@@ -22,6 +23,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +69,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         max_connections=args.concurrency * 2, max_keepalive_connections=args.concurrency * 2
     )
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    with processes.simulator(SIM_KEY, logs) as sim_process, processes.corral(
-        database_url=url, upstream_url=sim_process.url, upstream_key=SIM_KEY, admin_key=ADMIN_KEY,
-        log_dir=logs, log_level="WARNING",
-    ) as corral:  # fmt: skip
+    with processes.simulator(SIM_KEY, logs) as sim_process, ExitStack() as replicas:
+        corrals = [
+            replicas.enter_context(
+                processes.corral(
+                    database_url=url,
+                    upstream_url=sim_process.url,
+                    upstream_key=SIM_KEY,
+                    admin_key=ADMIN_KEY,
+                    log_dir=logs,
+                    log_level="WARNING",
+                )
+            )
+            for _ in range(args.replicas)
+        ]
+        corral = corrals[0]
         async with httpx.AsyncClient(timeout=120, limits=limits) as http:
             sim_headers = {"Authorization": f"Bearer {SIM_KEY}"}
             await http.put(
@@ -93,8 +106,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             team = {"Authorization": f"Bearer {issued.json()['key']}"}
 
             async def create(i: int) -> int:
+                # Round robin over the replicas, as a load balancer would.
+                replica = corrals[i % len(corrals)].url
                 response = await http.post(
-                    f"{corral.url}/v1/sandboxes", json={"tier": "Pico"}, headers=team
+                    f"{replica}/v1/sandboxes", json={"tier": "Pico"}, headers=team
                 )
                 return response.status_code
 
@@ -147,6 +162,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "admission",
         "concurrency": args.concurrency,
+        "replicas": args.replicas,
         "creates": args.creates,
         "corral": {
             "seconds": round(corral_seconds, 3),
@@ -177,6 +193,7 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--probe", type=int, default=300)
+    parser.add_argument("--replicas", type=int, default=1, help="Corral processes, round robin")
     result = asyncio.run(main(parser.parse_args()))
     print(json.dumps(result, indent=2))
     c, d, p = result["corral"], result["direct_simulator"], result["over_admission_probe"]
