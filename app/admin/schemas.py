@@ -33,12 +33,16 @@ class TeamPatch(Strict):
     budget_soft_threshold: Decimal | None = Field(default=None, gt=0, le=1)
 
 
-class TeamOut(TeamLimits):
-    model_config = ConfigDict(from_attributes=True)
-
+class TeamIdentity(BaseModel):
     id: str
     name: str
     created_at: datetime
+
+
+class TeamOut(TeamLimits, TeamIdentity):
+    """A team: who it is, then its limits (fields of the bases in reverse MRO order)."""
+
+    model_config = ConfigDict(from_attributes=True)
 
 
 class KeyCreate(Strict):
