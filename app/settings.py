@@ -6,7 +6,6 @@ Where a setting is absent Corral runs on embedded defaults (an embedded Postgres
 
 from __future__ import annotations
 
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -88,7 +87,6 @@ class Settings(BaseSettings):
     session_rate_limit: int = Field(default=30, ge=1)
     session_rate_window_seconds: int = Field(default=60, ge=1, le=3600)
 
-    credit_usd: Decimal = Decimal("0.01486")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
 
