@@ -15,7 +15,9 @@ from app.runtime import Runtime
 from app.settings import Settings
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies are `async def` even when they do not await: FastAPI runs a plain `def`
+# dependency in a worker thread, a hand-off that costs more than the work.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -23,14 +25,14 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_settings(runtime: RuntimeDep) -> Settings:
+async def get_settings(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_sessions(runtime: RuntimeDep) -> async_sessionmaker[AsyncSession]:
+async def get_sessions(runtime: RuntimeDep) -> async_sessionmaker[AsyncSession]:
     return runtime.sessions
 
 

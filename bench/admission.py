@@ -47,6 +47,12 @@ async def scratch_database() -> str:
     return url
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def run_pool(n: int, concurrency: int, one: Any) -> tuple[float, list[int]]:
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(n):
@@ -115,7 +121,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
             # Warm up connections and caches; not measured.
             await run_pool(args.concurrency, args.concurrency, create)
+            cpu_before = sum(cpu_seconds(c.popen.pid) for c in corrals)
             corral_seconds, corral_codes = await run_pool(args.creates, args.concurrency, create)
+            corral_cpu = sum(cpu_seconds(c.popen.pid) for c in corrals) - cpu_before
 
             async def direct(i: int) -> int:
                 fork = await http.post(
@@ -169,6 +177,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "admitted": admitted,
             "other_statuses": sorted(set(corral_codes) - {201}),
             "admitted_creates_per_second": round(admitted / corral_seconds, 1),
+            # Where the time goes: CPU the Corral processes spent per create.
+            "cpu_ms_per_create": round(corral_cpu / max(admitted, 1) * 1000, 2),
         },
         "direct_simulator": {
             "seconds": round(direct_seconds, 3),
@@ -199,5 +209,6 @@ if __name__ == "__main__":
     c, d, p = result["corral"], result["direct_simulator"], result["over_admission_probe"]
     print(f"\n{'measure':<40}{'value':>12}")
     print(f"{'admitted creates/s through Corral':<40}{c['admitted_creates_per_second']:>12}")
+    print(f"{'Corral CPU ms per create':<40}{c['cpu_ms_per_create']:>12}")
     print(f"{'direct fork+start pairs/s':<40}{d['fork_start_pairs_per_second']:>12}")
     print(f"{'over-admissions':<40}{p['over_admissions']:>12}")

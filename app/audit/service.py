@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import context
@@ -24,8 +25,8 @@ async def record(
     outcome: str = "ok",
     detail: dict[str, Any] | None = None,
 ) -> None:
-    session.add(
-        AuditEntry(
+    await session.execute(
+        insert(AuditEntry).values(
             actor=actor,
             team_id=team_id,
             action=action,
@@ -36,4 +37,3 @@ async def record(
             detail=detail or {},
         )
     )
-    await session.flush()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import context
@@ -100,8 +100,9 @@ async def add_event(
     actor: str | None,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    session.add(
-        SandboxEvent(
+    # A plain INSERT, not the unit of work: events are written once and never read back here.
+    await session.execute(
+        insert(SandboxEvent).values(
             sandbox_id=sandbox.id,
             from_state=from_state,
             to_state=sandbox.state,
@@ -111,7 +112,6 @@ async def add_event(
             detail=detail or {},
         )
     )
-    await session.flush()
 
 
 async def events(session: AsyncSession, sandbox_id: str) -> list[SandboxEvent]:

@@ -35,7 +35,7 @@ def _no_store(response: Response) -> None:
 SandboxId = Annotated[str, Path(pattern=SANDBOX_ID_PATTERN, description="Corral's sandbox id")]
 
 
-def _require_read(actor: CurrentActor) -> Actor:
+async def _require_read(actor: CurrentActor) -> Actor:
     service.authorise_read(actor)
     return actor
 
@@ -87,7 +87,7 @@ async def issue_browser_token(
     return await service.issue_browser_token(rt, actor, sandbox_id, body)
 
 
-def _browser_token(request: Request) -> str:
+async def _browser_token(request: Request) -> str:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized(

@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Sandbox, UsageInterval
@@ -42,8 +42,8 @@ async def rate_for(session: AsyncSession, tier: str, at: datetime) -> Decimal:
 
 async def open_interval(session: AsyncSession, sandbox: Sandbox, at: datetime) -> None:
     rate, price_book_id = await price_for(session, sandbox.tier, at)
-    session.add(
-        UsageInterval(
+    await session.execute(
+        insert(UsageInterval).values(
             sandbox_id=sandbox.id,
             team_id=sandbox.team_id,
             owner=sandbox.owner,
@@ -53,7 +53,6 @@ async def open_interval(session: AsyncSession, sandbox: Sandbox, at: datetime) -
             started_at=at,
         )
     )
-    await session.flush()
 
 
 async def close_interval(session: AsyncSession, sandbox_id: str, at: datetime, cause: str) -> bool:
