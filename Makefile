@@ -23,7 +23,7 @@ $(NODE_STAMP): $(NODE)/package.json $(NODE)/package-lock.json
 
 # Debian's Chromium drives the browser end-to-end test (no browser is ever downloaded).
 chromium:
-	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 run: $(STAMP)
 	$(BIN)/corral serve
