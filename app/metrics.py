@@ -68,6 +68,12 @@ HTTP_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+SESSIONS_MINTED = Counter(
+    "corral_sessions_minted_total",
+    "Browser sessions minted, by who asked (api, browser, csb).",
+    ["via"],
+    registry=REGISTRY,
+)
 BUDGET_ENFORCEMENTS = Counter(
     "corral_budget_hibernations_total",
     "Sandboxes hibernated because their team's budget was exhausted.",

@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import metrics
 from app.audit import service as audit
 from app.db import transaction
 from app.errors import Conflict, Forbidden, NotFound, TooManyRequests
@@ -179,6 +180,7 @@ async def mint(
                 "bootup_type": started.bootup_type,
             },
         )
+    metrics.SESSIONS_MINTED.labels(via).inc()
     assert sandbox.upstream_id is not None
     return MintedSession(sandbox, record_id, _answer(sandbox.upstream_id, sid, started, created))
 

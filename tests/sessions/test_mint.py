@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from app import metrics
 from app.sessions.schemas import SandboxSessionOut
 from app.sessions.service import session_id_for
 from tests.fixtures import factories
@@ -77,6 +78,19 @@ class TestMint:
         second = (await _mint(client, headers, sandbox["id"])).json()
         assert first["sessionId"] == second["sessionId"]
         assert first["pitcherToken"] != second["pitcherToken"]
+
+    async def test_mints_are_counted_in_the_metrics(
+        self, client: httpx.AsyncClient, sim: httpx.AsyncClient
+    ) -> None:
+        minted = metrics.SESSIONS_MINTED.labels("api")
+        before = minted._value.get()
+        headers = await factories.team_with_key(client)
+        sandbox = await factories.sandbox(client, headers)
+        assert (await _mint(client, headers, sandbox["id"])).status_code == 201
+        assert (
+            await _mint(client, headers, sandbox["id"], permission="sideways")
+        ).status_code == 422
+        assert minted._value.get() - before == 1
 
     async def test_session_id_is_stable_per_person_and_distinct_across_teams(
         self, client: httpx.AsyncClient, sim: httpx.AsyncClient
