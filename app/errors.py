@@ -183,6 +183,17 @@ def install_handlers(app: FastAPI) -> None:
             instance=request.url.path,
         )
 
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug or an unreachable database: still a problem body, never a stack trace; the
+        # exception itself goes to the log (Starlette re-raises it after this answer).
+        return problem_response(
+            500,
+            kind="internal",
+            detail="Corral failed to handle this request; it has been logged.",
+            instance=request.url.path,
+        )
+
     app.add_exception_handler(AppError, on_app_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -152,3 +152,25 @@ async def test_bad_list_parameters(client):
 
 async def test_unknown_route_is_a_problem(client):
     assert_problem(await client.get("/v1/nothing-here"), 404)
+
+
+async def test_an_unexpected_failure_is_a_problem_body_not_a_trace(runtime):
+    """The database going away mid-request answers 500 problem+json, with no internals."""
+    from app.main import create_app
+
+    app = create_app(runtime=runtime)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://corral") as http:
+        headers = await factories.team_with_key(http)
+        original = runtime.sessions
+
+        def broken() -> None:
+            raise RuntimeError("database went away: postgresql://secret@host")
+
+        runtime.sessions = broken
+        try:
+            response = await http.get("/v1/sandboxes", headers=headers)
+        finally:
+            runtime.sessions = original
+    assert_problem(response, 500)
+    assert "secret" not in response.text and "RuntimeError" not in response.text
