@@ -23,7 +23,7 @@ from app.admission.schemas import (
 from app.errors import Forbidden, NotFound, Unprocessable
 from app.identity import service as identity_service
 from app.identity.actor import Actor
-from app.models import Sandbox
+from app.models import OrgPlan, Sandbox
 from app.usage import budget
 
 
@@ -108,10 +108,7 @@ async def show(session: AsyncSession, actor: Actor, requested: str | None) -> Qu
     )
 
 
-def _plan_out(row: object) -> PlanOut:
-    from app.models import OrgPlan
-
-    assert isinstance(row, OrgPlan)
+def _plan_out(row: OrgPlan) -> PlanOut:
     return PlanOut(
         plan=row.plan,
         plan_limit=row.plan_limit,

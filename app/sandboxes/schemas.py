@@ -37,14 +37,6 @@ class SandboxCreate(Strict):
         default=None, pattern=r"^[a-z0-9-]{1,63}$", description="Admins only: the owning team."
     )
 
-    def validated_tags(self) -> list[str]:
-        import re
-
-        for tag in self.tags:
-            if not re.match(TAG_PATTERN, tag) or tag.startswith("corral"):
-                raise ValueError(tag)
-        return list(dict.fromkeys(self.tags))
-
 
 class SandboxFork(Strict):
     title: str | None = Field(default=None, max_length=255)

@@ -23,6 +23,7 @@ reconciler resolves it from the `corral-op-<operation id>` tag every created san
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 import uuid
@@ -38,11 +39,12 @@ from app.admission import service as admission
 from app.audit import service as audit
 from app.db import transaction
 from app.errors import Conflict, Forbidden, NotFound, Unprocessable
+from app.identity import service as identity_service
 from app.identity.actor import Actor
 from app.models import Sandbox
 from app.runtime import Runtime
 from app.sandboxes import repository
-from app.sandboxes.schemas import Accrued, SandboxCreate, SandboxFork, SandboxPatch
+from app.sandboxes.schemas import TAG_PATTERN, Accrued, SandboxCreate, SandboxFork, SandboxPatch
 from app.upstream.errors import UpstreamError, UpstreamNotFound, UpstreamUnavailable
 from app.upstream.problems import to_problem
 from app.upstream.schemas import StartOptions, StartResult
@@ -197,10 +199,6 @@ def _team_for(actor: Actor, requested: str | None) -> str:
 
 
 def _tags(tags: list[str]) -> list[str]:
-    import re
-
-    from app.sandboxes.schemas import TAG_PATTERN
-
     for tag in tags:
         if not re.match(TAG_PATTERN, tag) or tag.startswith(CORRAL_TAG):
             raise Unprocessable(
@@ -233,8 +231,6 @@ async def create(rt: Runtime, actor: Actor, spec: CreateSpec, *, action: str = "
     its operation tag instead, so a lost answer never makes a second sandbox."""
     operation_id = uuid.uuid4().hex
     async with transaction(rt.sessions) as session:
-        from app.identity import service as identity_service
-
         await identity_service.get_team(session, spec.team_id)
         if spec.start:
             await admission.admit(
