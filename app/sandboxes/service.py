@@ -406,6 +406,17 @@ async def start(rt: Runtime, actor: Actor, sandbox_id: str, *, action: str = "st
     )
 
 
+def _require_upstream_id(sandbox: Sandbox) -> None:
+    """A create whose fork answer was lost has no upstream id until the reconciler finds it."""
+    if sandbox.upstream_id is None:
+        raise Conflict(
+            f"Sandbox {sandbox.id!r} is {sandbox.state} and not yet found upstream; the "
+            "reconciler resolves it within two periods.",
+            kind="invalid-state",
+            extra={"state": sandbox.state},
+        )
+
+
 def _check_startable(sandbox: Sandbox) -> None:
     if sandbox.state in FINAL_STATES or sandbox.state in ("starting", "unknown"):
         raise Conflict(
@@ -552,6 +563,7 @@ async def stop(
                 kind="invalid-state",
                 extra={"state": sandbox.state},
             )
+    _require_upstream_id(sandbox)
     upstream_id = sandbox.upstream_id
     assert upstream_id is not None
     call = rt.upstream.hibernate if verb == "hibernate" else rt.upstream.shutdown
@@ -607,6 +619,7 @@ async def update(rt: Runtime, actor: Actor, sandbox_id: str, body: SandboxPatch)
                 kind="invalid-state",
                 extra={"state": sandbox.state},
             )
+        _require_upstream_id(sandbox)
         if changes.get("tier") not in (None, sandbox.tier):
             await admission.check_resize(session, sandbox, changes["tier"])
     running = sandbox.state == "running"

@@ -103,3 +103,30 @@ async def test_hibernate_failure_leaves_it_running(client, sim, runtime):
         "state"
     ] == "running"
     assert len([i for i in await intervals(runtime, sandbox["id"]) if i.ended_at is None]) == 1
+
+
+async def test_a_create_lost_upstream_is_unknown_and_its_verbs_wait_for_the_reconciler(client, sim):
+    headers = await factories.team_with_key(client)
+    # The fork happens but its answer is lost, and the look-up by tag fails too.
+    await faults(sim, fork={"lose_response_rate": 1.0}, list={"error_rate": 1.0, "status": 503})
+    response = await client.post("/v1/sandboxes", json={}, headers=headers)
+    assert response.status_code in (502, 503)
+    sandbox_id = response.json()["sandbox_id"]
+    item = (await client.get(f"/v1/sandboxes/{sandbox_id}", headers=headers)).json()
+    assert (item["state"], item["upstream_id"]) == ("unknown", None)
+    await faults(sim)
+    for method, path in (
+        ("POST", "hibernate"),
+        ("POST", "shutdown"),
+        ("POST", "start"),
+        ("DELETE", ""),
+    ):
+        answer = await client.request(
+            method, f"/v1/sandboxes/{sandbox_id}/{path}".rstrip("/"), headers=headers
+        )
+        assert answer.status_code == 409, (path, answer.text)
+        assert answer.headers["content-type"].startswith("application/problem+json")
+    patched = await client.patch(
+        f"/v1/sandboxes/{sandbox_id}", json={"title": "x"}, headers=headers
+    )
+    assert patched.status_code == 409
