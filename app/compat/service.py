@@ -50,7 +50,7 @@ from app.errors import Forbidden, NotFound
 from app.identity.actor import Actor
 from app.models import Sandbox, Team
 from app.runtime import Runtime
-from app.sandboxes import repository
+from app.sandboxes import creation, lifecycle, repository
 from app.sandboxes import service as sandboxes
 from app.sandboxes.schemas import SandboxCreate, SandboxFork, SandboxPatch
 from app.sessions import service as sessions
@@ -90,7 +90,7 @@ def _visible(actor: Actor, sandbox: Sandbox | None) -> Sandbox:
         sandbox is None
         or sandbox.team_id != actor.team_id
         or (actor.owner is not None and sandbox.owner != actor.owner)
-        or sandbox.state in sandboxes.FINAL_STATES
+        or sandbox.state in lifecycle.FINAL_STATES
     ):
         raise not_found()
     return sandbox
@@ -106,7 +106,7 @@ async def resolve(rt: Runtime, actor: Actor, upstream_id: str) -> Sandbox:
 # --- create, fork, start -----------------------------------------------------------------
 
 
-async def fork(rt: Runtime, actor: Actor, source: str, body: ForkRequest) -> sandboxes.Outcome:
+async def fork(rt: Runtime, actor: Actor, source: str, body: ForkRequest) -> lifecycle.Outcome:
     options = body.start_options or StartRequest()
     wakeup = options.automatic_wakeup_config
     common: dict[str, Any] = {
@@ -123,14 +123,14 @@ async def fork(rt: Runtime, actor: Actor, source: str, body: ForkRequest) -> san
     if known is not None:
         # A sandbox Corral knows (any team's, or unmanaged) is never treated as a template.
         own = _visible(actor, known)
-        return await sandboxes.fork(rt, actor, own.id, SandboxFork(**common))
-    spec = sandboxes.create_spec(rt, actor, SandboxCreate(template=source, **common))
-    return await sandboxes.create(rt, actor, spec)
+        return await creation.fork(rt, actor, own.id, SandboxFork(**common))
+    spec = creation.create_spec(rt, actor, SandboxCreate(template=source, **common))
+    return await creation.create(rt, actor, spec)
 
 
 async def start(
     rt: Runtime, actor: Actor, upstream_id: str, body: StartRequest
-) -> sandboxes.Outcome:
+) -> lifecycle.Outcome:
     """Start or resume. Options apply to a stopped sandbox before it boots (a running VM keeps
     its settings, as upstream); a tier above `max_tier` is refused before anything changes."""
     sandbox = await resolve(rt, actor, upstream_id)

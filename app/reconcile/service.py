@@ -44,8 +44,8 @@ from app.reconcile import repository
 from app.reconcile.leader import period_lock
 from app.reconcile.plan import Closing, Plan, Resize, Row, Waking, clamp, classify, upstream_tier
 from app.runtime import Runtime
+from app.sandboxes import creation, lifecycle
 from app.sandboxes import repository as sandboxes_repository
-from app.sandboxes import service as sandboxes
 from app.settings import Settings
 from app.tiers import LIST_CREDITS_PER_HOUR
 from app.upstream.errors import UpstreamError, UpstreamNotFound
@@ -517,7 +517,7 @@ async def _record_unmanaged(
         started = min(vm.session_started_at or period.poll_at, period.poll_at)
         values.append(
             {
-                "id": sandboxes.new_sandbox_id(),
+                "id": creation.new_sandbox_id(),
                 "upstream_id": vm.id,
                 "team_id": UNASSIGNED_TEAM,
                 "template": "unknown",
@@ -582,7 +582,7 @@ async def _lookup_operations(period: _Period, rows: Sequence[Row]) -> _Lookups:
         if row.upstream_id is not None:
             lookups.found[row.id] = row.upstream_id
             continue
-        tag = sandboxes.operation_tag(row.operation_id)
+        tag = creation.operation_tag(row.operation_id)
         try:
             page = await period.rt.upstream.list_sandboxes(tags=[tag], page_size=50)
         except UpstreamError as err:
@@ -649,7 +649,7 @@ async def _resolve(period: _Period, row: Row, lookups: _Lookups) -> None:
             before = await repository.state_before_start(session, row.id)
             to_state = before if before in ("hibernated", "shutdown") else "shutdown"
             action = "adopted"
-        await sandboxes.transition(
+        await lifecycle.transition(
             session, sandbox, to_state, cause="reconciler", actor=ACTOR, at=at, detail=detail
         )
         found = await _write(
@@ -699,7 +699,7 @@ async def _shutdown_unmanaged(period: _Period, row: Row) -> None:
         sandbox = await sandboxes_repository.get(session, row.id, team_id=None, for_update=True)
         if sandbox is None or sandbox.state != "running":
             return
-        await sandboxes.transition(
+        await lifecycle.transition(
             session,
             sandbox,
             "shutdown",

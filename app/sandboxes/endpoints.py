@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from app import idempotency
 from app.db import transaction
 from app.deps import RuntimeDep, SandboxReader, SandboxWriter
-from app.sandboxes import repository, service
+from app.sandboxes import creation, lifecycle, repository, service
 from app.sandboxes.schemas import (
     SANDBOX_ID_PATTERN,
     EventOut,
@@ -29,7 +29,7 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_lengt
 SandboxId = Annotated[str, Path(pattern=SANDBOX_ID_PATTERN, description="Corral's sandbox id")]
 
 
-def _out(outcome: service.Outcome) -> SandboxOut:
+def _out(outcome: lifecycle.Outcome) -> SandboxOut:
     out = SandboxOut.model_validate(outcome.sandbox)
     out.bootup_type = outcome.bootup_type
     return out
@@ -42,10 +42,10 @@ async def create_sandbox(
     rt: RuntimeDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    spec = service.create_spec(rt, actor, body)
+    spec = creation.create_spec(rt, actor, body)
 
     async def call() -> SandboxOut:
-        return _out(await service.create(rt, actor, spec))
+        return _out(await creation.create(rt, actor, spec))
 
     return await idempotency.run(
         rt.sessions,
@@ -135,7 +135,7 @@ async def fork_sandbox(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     async def call() -> SandboxOut:
-        return _out(await service.fork(rt, actor, sandbox_id, body))
+        return _out(await creation.fork(rt, actor, sandbox_id, body))
 
     return await idempotency.run(
         rt.sessions,

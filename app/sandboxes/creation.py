@@ -1,0 +1,249 @@
+"""Creating sandboxes: create (fork a template, then start) and fork (of a team's sandbox).
+
+The fork is never retried blindly: when its answer is lost, the sandbox is looked up by its
+`corral-op-<operation id>` tag instead, so a lost answer never makes a second sandbox. Every
+created sandbox carries that tag upstream, which is also how the reconciler finds a create whose
+process died. See `lifecycle` for the states and phases.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from app.admission import service as admission
+from app.audit import service as audit
+from app.db import transaction
+from app.errors import Conflict, Forbidden, Unprocessable
+from app.identity import service as identity_service
+from app.identity.actor import Actor
+from app.models import Sandbox
+from app.runtime import Runtime
+from app.sandboxes import lifecycle, repository
+from app.sandboxes.schemas import TAG_PATTERN, SandboxCreate, SandboxFork
+from app.upstream.errors import UpstreamError, UpstreamNotFound, UpstreamUnavailable
+from app.upstream.problems import to_problem
+
+PRIVACY = {"public": 0, "unlisted": 1, "private": 2}
+CORRAL_TAG = "corral"
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_sandbox_id() -> str:
+    return "sbx_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+
+
+def operation_tag(operation_id: str) -> str:
+    return f"corral-op-{operation_id}"
+
+
+@dataclass(frozen=True)
+class CreateSpec:
+    team_id: str
+    owner: str | None
+    template: str
+    title: str | None
+    tier: str
+    hibernation_timeout_seconds: int
+    tags: list[str]
+    privacy: str
+    start: bool
+    automatic_wakeup: bool
+
+
+def _owner_for(actor: Actor, requested: str | None) -> str | None:
+    if actor.owner is not None and requested not in (None, actor.owner):
+        raise Forbidden(
+            "This key is bound to one owner and cannot act for another.", kind="owner-mismatch"
+        )
+    return actor.owner or requested
+
+
+def _team_for(actor: Actor, requested: str | None) -> str:
+    if actor.is_admin:
+        if requested is None:
+            raise Unprocessable("Admins must name the owning team.", kind="team-required")
+        return requested
+    if requested not in (None, actor.team_id):
+        raise Forbidden("A team key creates sandboxes for its own team only.", kind="wrong-team")
+    assert actor.team_id is not None
+    return actor.team_id
+
+
+def _tags(tags: list[str]) -> list[str]:
+    for tag in tags:
+        if not re.match(TAG_PATTERN, tag) or tag.startswith(CORRAL_TAG):
+            raise Unprocessable(
+                f"Tag {tag!r} is not allowed (letters, digits, _.:- ; no 'corral' prefix).",
+                kind="invalid-tag",
+            )
+    return list(dict.fromkeys(tags))
+
+
+def create_spec(rt: Runtime, actor: Actor, body: SandboxCreate) -> CreateSpec:
+    return CreateSpec(
+        team_id=_team_for(actor, body.team),
+        owner=_owner_for(actor, body.owner),
+        template=body.template or rt.settings.default_template,
+        title=body.title,
+        tier=body.tier or rt.settings.default_tier,
+        hibernation_timeout_seconds=body.hibernation_timeout_seconds
+        or rt.settings.default_hibernation_timeout_seconds,
+        tags=_tags(body.tags),
+        privacy=body.privacy,
+        start=body.start,
+        automatic_wakeup=body.automatic_wakeup,
+    )
+
+
+async def create(
+    rt: Runtime, actor: Actor, spec: CreateSpec, *, action: str = "create"
+) -> lifecycle.Outcome:
+    """Fork the template upstream and (unless start=false) start it.
+
+    The fork is never retried blindly: when its answer is lost, the sandbox is looked up by
+    its operation tag instead, so a lost answer never makes a second sandbox."""
+    operation_id = uuid.uuid4().hex
+    async with transaction(rt.sessions) as session:
+        await identity_service.get_team(session, spec.team_id)
+        if spec.start:
+            await admission.admit(
+                session, spec.team_id, owner=spec.owner, tier=spec.tier, action=action
+            )
+        sandbox = Sandbox(
+            id=new_sandbox_id(),
+            team_id=spec.team_id,
+            owner=spec.owner,
+            title=spec.title,
+            template=spec.template,
+            tier=spec.tier,
+            hibernation_timeout_seconds=spec.hibernation_timeout_seconds,
+            privacy=PRIVACY[spec.privacy],
+            automatic_wakeup=spec.automatic_wakeup,
+            tags=spec.tags,
+            state="starting",
+            last_cause="api",
+            operation_id=operation_id,
+            reservation_expires_at=lifecycle.now()
+            + timedelta(seconds=rt.settings.reservation_ttl_seconds),
+        )
+        session.add(sandbox)
+        await session.flush()
+        await repository.add_event(
+            session,
+            sandbox,
+            from_state=None,
+            cause="api",
+            actor=actor.key_id,
+            detail={"template": spec.template, "operation_id": operation_id},
+        )
+
+    fork, err = await lifecycle.call_upstream(
+        lambda: rt.upstream.fork(
+            spec.template,
+            title=spec.title,
+            privacy=PRIVACY[spec.privacy],
+            private_preview=spec.privacy == "private",
+            tags=[*spec.tags, CORRAL_TAG, operation_tag(operation_id)],
+            path="/corral",
+        )
+    )
+    upstream_id: str | None = fork.id if fork is not None else None
+    if err is not None:
+        if isinstance(err, UpstreamUnavailable) and err.maybe_applied:
+            upstream_id, lookup_failed = await _find_by_operation(rt, operation_id)
+            if upstream_id is None and lookup_failed:
+                await _settle_create_failure(rt, actor, sandbox.id, err, to_state="unknown")
+                raise to_problem(err, sandbox_id=sandbox.id)
+        if upstream_id is None:
+            await _settle_create_failure(rt, actor, sandbox.id, err, to_state="failed")
+            if isinstance(err, UpstreamNotFound):
+                raise Unprocessable(
+                    f"Template {spec.template!r} does not exist upstream.",
+                    kind="template-not-found",
+                )
+            raise to_problem(err, sandbox_id=sandbox.id)
+
+    assert upstream_id is not None
+    if spec.start:
+        return await lifecycle.start_reserved(
+            rt, actor, sandbox, action="sandbox.create", revert_to=None, upstream_id=upstream_id
+        )
+    async with transaction(rt.sessions) as session:
+        sandbox = await lifecycle.reload(session, sandbox.id)
+        sandbox.upstream_id = upstream_id
+        await lifecycle.transition(session, sandbox, "shutdown", cause="api", actor=actor.key_id)
+        await audit.record(
+            session,
+            actor=actor.key_id,
+            action="sandbox.create",
+            team_id=sandbox.team_id,
+            target=sandbox.id,
+            detail={"upstream_id": upstream_id, "start": False},
+        )
+    return lifecycle.Outcome(sandbox)
+
+
+async def fork(rt: Runtime, actor: Actor, source_id: str, body: SandboxFork) -> lifecycle.Outcome:
+    async with transaction(rt.sessions) as session:
+        source = await lifecycle.load(session, actor, source_id, lock=False)
+        if source.upstream_id is None or source.state in lifecycle.FINAL_STATES:
+            raise Conflict(
+                f"Sandbox {source_id!r} is {source.state} and cannot be forked.",
+                kind="invalid-state",
+                extra={"state": source.state},
+            )
+    spec = CreateSpec(
+        team_id=source.team_id,
+        owner=_owner_for(actor, body.owner) or source.owner,
+        template=source.upstream_id,
+        title=body.title,
+        tier=body.tier or source.tier,
+        hibernation_timeout_seconds=body.hibernation_timeout_seconds
+        or source.hibernation_timeout_seconds,
+        tags=_tags(body.tags),
+        privacy=body.privacy,
+        start=body.start,
+        automatic_wakeup=body.automatic_wakeup,
+    )
+    return await create(rt, actor, spec, action="fork")
+
+
+async def _find_by_operation(rt: Runtime, operation_id: str) -> tuple[str | None, bool]:
+    """The upstream id of the sandbox created under this operation: (id, lookup_failed)."""
+    try:
+        page = await rt.upstream.list_sandboxes(tags=[operation_tag(operation_id)], page_size=50)
+    except UpstreamError:
+        return None, True
+    for found in page.sandboxes:
+        if operation_tag(operation_id) in found.tags:
+            return found.id, False
+    return None, False
+
+
+async def _settle_create_failure(
+    rt: Runtime, actor: Actor, sandbox_id: str, err: UpstreamError, *, to_state: str
+) -> None:
+    async with transaction(rt.sessions) as session:
+        sandbox = await lifecycle.reload(session, sandbox_id)
+        await lifecycle.transition(
+            session,
+            sandbox,
+            to_state,
+            cause="api",
+            actor=actor.key_id,
+            detail={"error": err.operation, "upstream_status": err.status},
+        )
+        await audit.record(
+            session,
+            actor=actor.key_id,
+            action="sandbox.create",
+            team_id=sandbox.team_id,
+            target=sandbox.id,
+            outcome="error",
+            detail={"upstream_status": err.status, "state": to_state},
+        )
