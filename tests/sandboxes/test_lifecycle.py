@@ -222,3 +222,26 @@ class TestList:
         body = (await client.get(f"/v1/sandboxes/{sandbox['id']}", headers=headers)).json()
         assert body["accrued"]["billed_minutes"] == 1
         assert body["accrued"]["credits"] not in (None, "0")
+
+
+class TestAdminView:
+    async def test_admins_list_every_team_or_one(self, client, sim):
+        a = await factories.team_with_key(client, "team-a")
+        b = await factories.team_with_key(client, "team-b")
+        made_a = await factories.sandbox(client, a, start=False)
+        made_b = await factories.sandbox(client, b, start=False)
+        everything = (await client.get("/v1/sandboxes", headers=factories.ADMIN)).json()["items"]
+        assert {s["id"] for s in everything} == {made_a["id"], made_b["id"]}
+        only_b = await client.get(
+            "/v1/sandboxes", params={"team": "team-b"}, headers=factories.ADMIN
+        )
+        assert [s["id"] for s in only_b.json()["items"]] == [made_b["id"]]
+
+    async def test_admins_create_for_a_named_team_only(self, client, sim):
+        await factories.team(client, "team-a")
+        unnamed = await client.post("/v1/sandboxes", json={"start": False}, headers=factories.ADMIN)
+        assert unnamed.status_code == 422
+        named = await client.post(
+            "/v1/sandboxes", json={"start": False, "team": "team-a"}, headers=factories.ADMIN
+        )
+        assert named.status_code == 201 and named.json()["team"] == "team-a"
