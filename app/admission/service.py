@@ -245,7 +245,7 @@ async def decide(
 
 async def admit(
     session: AsyncSession,
-    team_id: str,
+    team: Team,
     *,
     owner: str | None,
     tier: str,
@@ -256,8 +256,6 @@ async def admit(
 
     Call inside the transaction that then reserves the `starting` row and commits."""
     at = at or datetime.now(UTC)
-    team = await session.get(Team, team_id)
-    assert team is not None
     refusal = await decide(session, team, owner=owner, tier=tier, at=at, lock=True)
     limit = refusal.extra["limit"] if refusal is not None else "none"
     ADMISSIONS.labels(action, "refused" if refusal else "admitted", limit).inc()

@@ -109,11 +109,9 @@ async def create(
     its operation tag instead, so a lost answer never makes a second sandbox."""
     operation_id = uuid.uuid4().hex
     async with transaction(rt.sessions) as session:
-        await identity_service.get_team(session, spec.team_id)
+        team = await identity_service.get_team(session, spec.team_id)
         if spec.start:
-            await admission.admit(
-                session, spec.team_id, owner=spec.owner, tier=spec.tier, action=action
-            )
+            await admission.admit(session, team, owner=spec.owner, tier=spec.tier, action=action)
         sandbox = Sandbox(
             id=new_sandbox_id(),
             team_id=spec.team_id,
