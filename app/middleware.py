@@ -13,6 +13,7 @@ import time
 import uuid
 from typing import Any
 
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import context
@@ -73,7 +74,14 @@ class RequestContext:
             await self.app(scope, bounded_receive, send_with_id)
         except _TooLarge:
             error = PayloadTooLarge(f"The request body exceeds {self.max_body_bytes} bytes.")
-            response = problem_response(error.status, kind=error.kind, detail=error.detail)
+            response: Response
+            if scope["path"] == "/csb" or scope["path"].startswith("/csb/"):
+                # The SDK-compatible facade answers in the upstream's error shape.
+                response = JSONResponse(
+                    {"success": False, "errors": [error.detail]}, status_code=error.status
+                )
+            else:
+                response = problem_response(error.status, kind=error.kind, detail=error.detail)
             await response(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started

@@ -290,3 +290,16 @@ async def test_upstream_failure_is_a_bad_gateway_in_the_upstream_shape(
     # The reservation was released: the sandbox is stopped again, not stuck starting.
     native = (await client.get("/v1/sandboxes", headers=headers)).json()["items"]
     assert native[0]["state"] == "shutdown"
+
+
+async def test_an_oversized_body_is_refused_in_the_upstream_shape(
+    client: httpx.AsyncClient,
+) -> None:
+    headers = await factories.team_with_key(client)
+    response = await client.post(
+        "/csb/sandbox/pcz35m/fork",
+        content=b'{"title": "' + b"x" * 70_000 + b'"}',
+        headers={**headers, "content-type": "application/json"},
+    )
+    assert "exceeds" in _errors(response, 413)[0]
+    assert (await client.get("/v1/sandboxes", headers=headers)).json()["items"] == []
