@@ -36,8 +36,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import AppError, Forbidden, PaymentRequired, TooManyRequests
 from app.metrics import ADMISSIONS
 from app.models import OrgPlan, Sandbox, Team
-from app.tiers import LIST_CREDITS_PER_HOUR, rank
-from app.usage import budget
+from app.tiers import TIERS, rank
+from app.usage import budget, ledger
 from app.usage import repository as usage_repository
 
 LIVE_STATES = ("starting", "running", "unknown")
@@ -77,9 +77,7 @@ async def load_plan(session: AsyncSession, *, lock: bool) -> OrgPlan:
 async def rates_at(session: AsyncSession, at: datetime) -> dict[str, Decimal]:
     """Credits/h of every tier at a moment: one price-book read per decision."""
     version = await usage_repository.price_version_at(session, at)
-    if version is None:
-        return dict(LIST_CREDITS_PER_HOUR)
-    return {tier: Decimal(str(rate)) for tier, rate in version.credits_per_hour.items()}
+    return {tier: ledger.price_in(version, tier)[0] for tier in TIERS}
 
 
 def _burn(tiers: dict[str, int], rates: dict[str, Decimal]) -> Decimal:

@@ -26,12 +26,10 @@ import os
 import socket
 import time
 import uuid
-from bisect import bisect_right
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
 
@@ -47,9 +45,9 @@ from app.runtime import Runtime
 from app.sandboxes import creation, lifecycle
 from app.sandboxes import repository as sandboxes_repository
 from app.settings import Settings
-from app.tiers import LIST_CREDITS_PER_HOUR
 from app.upstream.errors import UpstreamError, UpstreamNotFound
 from app.upstream.schemas import RunningVM, RunningVMs
+from app.usage import ledger
 from app.usage import repository as usage_repository
 
 log = logging.getLogger(__name__)
@@ -346,21 +344,11 @@ async def _open(
     session: AsyncSession, opening: Sequence[tuple[str, str, str | None, str, datetime]]
 ) -> None:
     """Open intervals for (sandbox id, team, owner, tier, start), each at the price-book
-    version in force at its start: the rule of `ledger.price_for`, with the (short) price book
-    read once per batch instead of once per interval."""
-    versions = await usage_repository.price_versions(session)
-    starts = [version.effective_from for version in versions]
-
-    def price(tier: str, at: datetime) -> tuple[Decimal, int | None]:
-        index = bisect_right(starts, at) - 1
-        if index < 0:
-            return LIST_CREDITS_PER_HOUR[tier], None
-        version = versions[index]
-        return Decimal(str(version.credits_per_hour[tier])), version.id
-
+    version in force at its start, with the (short) price book read once per batch."""
+    prices = ledger.PriceTable(await usage_repository.price_versions(session))
     values = []
     for sandbox_id, team_id, owner, tier, at in opening:
-        rate, price_book_id = price(tier, at)
+        rate, price_book_id = prices.price(tier, at)
         values.append(
             {
                 "sandbox_id": sandbox_id,

@@ -14,24 +14,42 @@ effective_from (each billed minute priced by the version in force when it starts
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Sandbox, UsageInterval
+from app.models import PriceBook, Sandbox, UsageInterval
 from app.tiers import LIST_CREDITS_PER_HOUR
 from app.usage import repository
 
 
-async def price_for(session: AsyncSession, tier: str, at: datetime) -> tuple[Decimal, int | None]:
-    """Credits per hour for a tier at a moment, and the price-book version it comes from
-    (None only if no version is in force, when the contract's list price applies)."""
-    version = await repository.price_version_at(session, at)
+def price_in(version: PriceBook | None, tier: str) -> tuple[Decimal, int | None]:
+    """A tier's credits per hour in a price-book version, and that version's id (None only when
+    no version is in force, when the contract's list price applies)."""
     if version is None:
         return LIST_CREDITS_PER_HOUR[tier], None
     return Decimal(str(version.credits_per_hour[tier])), version.id
+
+
+class PriceTable:
+    """Every price-book version in memory, for pricing many intervals with one read."""
+
+    def __init__(self, versions: Sequence[PriceBook]) -> None:
+        self._versions = sorted(versions, key=lambda version: version.effective_from)
+        self._starts = [version.effective_from for version in self._versions]
+
+    def price(self, tier: str, at: datetime) -> tuple[Decimal, int | None]:
+        index = bisect_right(self._starts, at) - 1
+        return price_in(self._versions[index] if index >= 0 else None, tier)
+
+
+async def price_for(session: AsyncSession, tier: str, at: datetime) -> tuple[Decimal, int | None]:
+    """Credits per hour for a tier at a moment, and the price-book version it comes from."""
+    return price_in(await repository.price_version_at(session, at), tier)
 
 
 async def rate_for(session: AsyncSession, tier: str, at: datetime) -> Decimal:
