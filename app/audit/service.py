@@ -11,7 +11,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import context
-from app.models import AuditEntry
+from app.models import AuditEntry, Sandbox
 
 
 async def record(
@@ -36,4 +36,27 @@ async def record(
             outcome=outcome,
             detail=detail or {},
         )
+    )
+
+
+async def record_sandbox(
+    session: AsyncSession,
+    sandbox: Sandbox,
+    *,
+    actor: str | None,
+    action: str,
+    cause: str = "api",
+    outcome: str = "ok",
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """`record` for an action on one sandbox: its team and id are the row's."""
+    await record(
+        session,
+        actor=actor,
+        action=action,
+        team_id=sandbox.team_id,
+        target=sandbox.id,
+        cause=cause,
+        outcome=outcome,
+        detail=detail,
     )

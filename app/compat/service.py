@@ -156,12 +156,11 @@ async def _set_automatic_wakeup(rt: Runtime, actor: Actor, sandbox_id: str, http
             return
         sandbox.automatic_wakeup = http
         sandbox.updated_at = datetime.now(UTC)
-        await audit.record(
+        await audit.record_sandbox(
             session,
+            sandbox,
             actor=actor.key_id,
             action="sandbox.update",
-            team_id=sandbox.team_id,
-            target=sandbox.id,
             detail={"automatic_wakeup": http},
         )
 

@@ -175,12 +175,11 @@ async def create(
         sandbox = await lifecycle.reload(session, sandbox.id)
         sandbox.upstream_id = upstream_id
         await lifecycle.transition(session, sandbox, "shutdown", cause="api", actor=actor.key_id)
-        await audit.record(
+        await audit.record_sandbox(
             session,
+            sandbox,
             actor=actor.key_id,
             action="sandbox.create",
-            team_id=sandbox.team_id,
-            target=sandbox.id,
             detail={"upstream_id": upstream_id, "start": False},
         )
     return lifecycle.Outcome(sandbox)
@@ -236,12 +235,11 @@ async def _settle_create_failure(
             actor=actor.key_id,
             detail={"error": err.operation, "upstream_status": err.status},
         )
-        await audit.record(
+        await audit.record_sandbox(
             session,
+            sandbox,
             actor=actor.key_id,
             action="sandbox.create",
-            team_id=sandbox.team_id,
-            target=sandbox.id,
             outcome="error",
             detail={"upstream_status": err.status, "state": to_state},
         )

@@ -159,12 +159,11 @@ async def start_reserved(
                 actor=actor.key_id,
                 detail={"error": "start", "upstream_status": err.status},
             )
-            await audit.record(
+            await audit.record_sandbox(
                 session,
+                sandbox,
                 actor=actor.key_id,
                 action=action,
-                team_id=sandbox.team_id,
-                target=sandbox.id,
                 outcome="error",
                 detail={"upstream_status": err.status},
             )
@@ -178,12 +177,11 @@ async def start_reserved(
                 actor=actor.key_id,
                 detail={"bootup_type": started.bootup_type},
             )
-            await audit.record(
+            await audit.record_sandbox(
                 session,
+                sandbox,
                 actor=actor.key_id,
                 action=action,
-                team_id=sandbox.team_id,
-                target=sandbox.id,
                 detail={"bootup_type": started.bootup_type},
             )
     if err is not None:

@@ -123,12 +123,11 @@ async def _start_running(rt: Runtime, actor: Actor, sandbox: Sandbox) -> lifecyc
                 at=at,
                 detail={"bootup_type": started.bootup_type},
             )
-        await audit.record(
+        await audit.record_sandbox(
             session,
+            row,
             actor=actor.key_id,
             action="sandbox.start",
-            team_id=row.team_id,
-            target=row.id,
             detail={"bootup_type": started.bootup_type},
         )
     return lifecycle.Outcome(row, started.bootup_type, started)
@@ -169,12 +168,11 @@ async def stop(
     _, err = await lifecycle.call_upstream(lambda: call(upstream_id))
     if err is not None and not isinstance(err, UpstreamNotFound):
         async with transaction(rt.sessions) as session:
-            await audit.record(
+            await audit.record_sandbox(
                 session,
+                sandbox,
                 actor=actor.key_id,
                 action=f"sandbox.{verb}",
-                team_id=sandbox.team_id,
-                target=sandbox.id,
                 cause=cause,
                 outcome="error",
                 detail={"upstream_status": err.status},
@@ -192,12 +190,11 @@ async def stop(
                 actor=None if already_stopped else actor.key_id,
                 detail={"upstream": "not running"} if already_stopped else None,
             )
-        await audit.record(
+        await audit.record_sandbox(
             session,
+            sandbox,
             actor=actor.key_id,
             action=f"sandbox.{verb}",
-            team_id=sandbox.team_id,
-            target=sandbox.id,
             cause=cause,
         )
     return lifecycle.Outcome(sandbox)
@@ -245,12 +242,11 @@ async def update(
             if sandbox.state == "running":
                 await ledger.split_interval(session, sandbox, lifecycle.now(), "resize")
         sandbox.updated_at = lifecycle.now()
-        await audit.record(
+        await audit.record_sandbox(
             session,
+            sandbox,
             actor=actor.key_id,
             action="sandbox.update",
-            team_id=sandbox.team_id,
-            target=sandbox.id,
             detail={k: v for k, v in changes.items() if k != "title"},
         )
     return lifecycle.Outcome(sandbox)
@@ -279,12 +275,11 @@ async def delete(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outcom
         sandbox = await lifecycle.reload(session, sandbox_id)
         if sandbox.state != "deleted":
             await lifecycle.transition(session, sandbox, "deleted", cause="api", actor=actor.key_id)
-        await audit.record(
+        await audit.record_sandbox(
             session,
+            sandbox,
             actor=actor.key_id,
             action="sandbox.delete",
-            team_id=sandbox.team_id,
-            target=sandbox.id,
         )
     return lifecycle.Outcome(sandbox)
 
