@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, contextmanager
@@ -39,11 +38,6 @@ CHROMIUM_ARGS = [
 SIM_KEY = "browser-test-simulator-key"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 PAGE_TIMEOUT_MS = 30_000
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("chromium") is None and not Path(CHROMIUM).exists(),
-    reason="Debian's chromium is not installed (make test installs it)",
-)
 
 
 class _Quiet(SimpleHTTPRequestHandler):

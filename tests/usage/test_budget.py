@@ -20,17 +20,16 @@ from tests.usage import rows
 from tests.usage.reference import Interval
 
 
-def skip_near_month_start() -> None:
-    """Tests that need ten whole minutes of this month's spend cannot run in its first ones."""
+async def spend(
+    runtime: Runtime,
+    sandbox_id: str,
+    team_id: str,
+    tier: str = "XLarge",
+    seconds: float = 600,
+) -> None:
+    """A closed interval of `tier` over the last `seconds` (or since the month began)."""
     now = datetime.now(UTC)
-    if now - periods.month_start(now) < timedelta(minutes=15):
-        pytest.skip("too close to the start of the month")
-
-
-async def spend(runtime: Runtime, sandbox_id: str, team_id: str, tier: str = "XLarge") -> None:
-    """A closed interval of `tier` over the last ten minutes (or since the month began)."""
-    now = datetime.now(UTC)
-    started = max(periods.month_start(now), now - timedelta(minutes=10))
+    started = max(periods.month_start(now), now - timedelta(seconds=seconds))
     async with runtime.engine.begin() as conn:
         next_id = (
             await conn.execute(text("SELECT coalesce(max(id), 0) + 1000 FROM usage_intervals"))
@@ -105,7 +104,6 @@ class TestWarningHeader:
     async def test_marks_every_response_to_a_team_past_its_soft_threshold(
         self, client: httpx.AsyncClient, runtime: Runtime
     ) -> None:
-        skip_near_month_start()
         spender = await factories.team_with_key(
             client, "team-a", monthly_budget_credits="2", budget_soft_threshold="0.5"
         )
@@ -114,11 +112,12 @@ class TestWarningHeader:
         )
         async with runtime.engine.begin() as conn:
             await rows.sandboxes(conn, {"sbx_budget000001": ("team-a", None)}, state="shutdown")
-        await spend(runtime, "sbx_budget000001", "team-a", tier="Nano")  # 10/6 credits of 2
+        # Under one minute, so one billed minute whenever in the month it runs: 80/60 credits of 2.
+        await spend(runtime, "sbx_budget000001", "team-a", tier="Medium", seconds=30)
         listed = await client.get("/v1/sandboxes", headers=spender)
         assert listed.status_code == 200
         warning = listed.headers["corral-budget-warning"]
-        assert warning.startswith("threshold; spent=1.666667; budget=2;"), warning
+        assert warning.startswith("threshold; spent=1.333333; budget=2;"), warning
         # Error answers carry it too.
         missing = await client.get("/v1/sandboxes/sbx_nothere00001", headers=spender)
         assert missing.status_code == 404 and "corral-budget-warning" in missing.headers
