@@ -10,6 +10,7 @@ from app.audit import service as audit
 from app.db import transaction
 from app.deps import AdminActor, RuntimeDep, SessionDep
 from app.errors import Conflict
+from app.models import ReconcileRun
 from app.reconcile import repository
 from app.reconcile.leader import PeriodBusy
 from app.reconcile.schemas import DriftOut, ReconciliationOut, RunOut
@@ -58,15 +59,7 @@ async def run_now(actor: AdminActor, rt: RuntimeDep) -> RunOut:
             outcome=summary.outcome,
             detail={"drift": summary.drift},
         )
-    return RunOut(
-        id=summary.run_id,
-        replica=summary.replica,
-        started_at=summary.started_at,
-        finished_at=summary.finished_at,
-        duration_ms=summary.duration_ms,
-        outcome=summary.outcome,
-        error=summary.error,
-        upstream_running=summary.upstream_running,
-        observed_limit=summary.observed_limit,
-        drift=summary.drift,
-    )
+        # The run as stored: the same shape GET lists.
+        run = await session.get(ReconcileRun, summary.run_id)
+        assert run is not None
+        return RunOut.model_validate(run)
