@@ -11,6 +11,7 @@ from app.reconcile.loop import MAX_BACKOFF_SECONDS, ReconcileLoop, backoff
 from app.reconcile.service import reconcile_once
 from app.runtime import Runtime
 from tests.fixtures import factories
+from tests.fixtures.budget import running_states, spend
 from tests.reconcile.helpers import configure, runs
 
 
@@ -113,8 +114,6 @@ class TestBudgetJob:
     async def test_the_leaders_period_hibernates_teams_past_their_budget(
         self, runtime: Runtime, client: httpx.AsyncClient, sim: httpx.AsyncClient
     ) -> None:
-        from tests.usage.test_budget import running_states, spend
-
         over = await factories.team_with_key(
             client, "team-over", monthly_budget_credits="2", budget_policy="hibernate"
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
@@ -11,45 +11,13 @@ from pydantic import ValidationError
 from sqlalchemy import func, select, text
 
 from app.db import transaction
-from app.models import AuditEntry, Sandbox, SandboxEvent, Team
+from app.models import AuditEntry, SandboxEvent, Team
 from app.runtime import Runtime
 from app.settings import Settings
 from app.usage import budget, periods
 from tests.fixtures import factories
+from tests.fixtures.budget import running_states, spend
 from tests.usage import rows
-from tests.usage.reference import Interval
-
-
-async def spend(
-    runtime: Runtime,
-    sandbox_id: str,
-    team_id: str,
-    tier: str = "XLarge",
-    seconds: float = 600,
-) -> None:
-    """A closed interval of `tier` over the last `seconds` (or since the month began)."""
-    now = datetime.now(UTC)
-    started = max(periods.month_start(now), now - timedelta(seconds=seconds))
-    async with runtime.engine.begin() as conn:
-        next_id = (
-            await conn.execute(text("SELECT coalesce(max(id), 0) + 1000 FROM usage_intervals"))
-        ).scalar_one()
-        await rows.intervals(
-            conn,
-            [
-                Interval(
-                    id=next_id,
-                    sandbox_id=sandbox_id,
-                    team_id=team_id,
-                    owner=None,
-                    tier=tier,
-                    started_at=started,
-                    ended_at=now,
-                    price_book_id=1,
-                    credits_per_hour=rows.LIST_VERSION.rates[tier],
-                )
-            ],
-        )
 
 
 class TestStatus:
@@ -139,14 +107,6 @@ class TestWarningHeader:
         await spend(runtime, "sbx_budget000001", "team-a")
         listed = await client.get("/v1/sandboxes", headers=spender)
         assert listed.headers["corral-budget-warning"].startswith("exhausted;")
-
-
-async def running_states(runtime: Runtime, team_id: str) -> dict[str, tuple[str, str]]:
-    async with runtime.sessions() as session:
-        found = await session.execute(
-            select(Sandbox.id, Sandbox.state, Sandbox.last_cause).where(Sandbox.team_id == team_id)
-        )
-        return {sandbox_id: (state, cause) for sandbox_id, state, cause in found}
 
 
 class TestEnforcement:
