@@ -53,6 +53,34 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU time of every local `postgres` process alive now (the server and its backends)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # the process ended while we looked
+        if "(postgres)" in text:
+            total += cpu_seconds(int(stat.parent.name))
+    return total
+
+
+def cpu_split(corrals: list[processes.Process], simulator: processes.Process) -> dict[str, float]:
+    """CPU seconds so far of each part of the run, to see where a create's time goes."""
+    own = os.times()
+    return {
+        "corral": sum(cpu_seconds(c.popen.pid) for c in corrals),
+        "simulator": cpu_seconds(simulator.popen.pid),
+        "postgres": postgres_cpu_seconds(),
+        "client": own.user + own.system,
+    }
+
+
+def per_create_ms(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    return {part: round((after[part] - before[part]) / max(n, 1) * 1000, 2) for part in before}
+
+
 async def run_pool(n: int, concurrency: int, one: Any) -> tuple[float, list[int]]:
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(n):
@@ -121,9 +149,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
             # Warm up connections and caches; not measured.
             await run_pool(args.concurrency, args.concurrency, create)
-            cpu_before = sum(cpu_seconds(c.popen.pid) for c in corrals)
+            cpu_before = cpu_split(corrals, sim_process)
             corral_seconds, corral_codes = await run_pool(args.creates, args.concurrency, create)
-            corral_cpu = sum(cpu_seconds(c.popen.pid) for c in corrals) - cpu_before
+            corral_cpu = per_create_ms(cpu_before, cpu_split(corrals, sim_process), args.creates)
 
             async def direct(i: int) -> int:
                 fork = await http.post(
@@ -138,7 +166,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 return start.status_code
 
+            cpu_before = cpu_split(corrals, sim_process)
             direct_seconds, direct_codes = await run_pool(args.creates, args.concurrency, direct)
+            direct_cpu = per_create_ms(cpu_before, cpu_split(corrals, sim_process), args.creates)
 
             # Over-admission probe: reset, then a burst against a small org limit.
             await http.post(f"{sim_process.url}/_simulator/reset")
@@ -177,12 +207,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "admitted": admitted,
             "other_statuses": sorted(set(corral_codes) - {201}),
             "admitted_creates_per_second": round(admitted / corral_seconds, 1),
-            # Where the time goes: CPU the Corral processes spent per create.
-            "cpu_ms_per_create": round(corral_cpu / max(admitted, 1) * 1000, 2),
+            # Where the time goes: CPU each part of the run spent per create.
+            "cpu_ms_per_create": corral_cpu,
         },
         "direct_simulator": {
             "seconds": round(direct_seconds, 3),
             "fork_start_pairs_per_second": round(len(direct_codes) / direct_seconds, 1),
+            "cpu_ms_per_pair": direct_cpu,
         },
         "over_admission_probe": {
             "org_limit": args.limit,
@@ -209,6 +240,9 @@ if __name__ == "__main__":
     c, d, p = result["corral"], result["direct_simulator"], result["over_admission_probe"]
     print(f"\n{'measure':<40}{'value':>12}")
     print(f"{'admitted creates/s through Corral':<40}{c['admitted_creates_per_second']:>12}")
-    print(f"{'Corral CPU ms per create':<40}{c['cpu_ms_per_create']:>12}")
+    for part, ms in c["cpu_ms_per_create"].items():
+        print(f"{'CPU ms per create, ' + part:<40}{ms:>12}")
+    for part, ms in d["cpu_ms_per_pair"].items():
+        print(f"{'CPU ms per direct pair, ' + part:<40}{ms:>12}")
     print(f"{'direct fork+start pairs/s':<40}{d['fork_start_pairs_per_second']:>12}")
     print(f"{'over-admissions':<40}{p['over_admissions']:>12}")
