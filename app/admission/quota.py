@@ -54,9 +54,7 @@ async def check(
         if sandbox is None:
             raise NotFound(f"Sandbox {body.sandbox_id!r} does not exist.")
         owner, tier = sandbox.owner, sandbox.tier
-    refusal = await service.decide(
-        session, team, owner=owner, tier=tier, at=datetime.now(UTC), lock=False
-    )
+    refusal = await service.decide(session, team, owner=owner, tier=tier, at=datetime.now(UTC))
     if refusal is not None:
         raise refusal
     return QuotaAllowed(team=team_id, tier=tier, owner=owner)
@@ -68,6 +66,7 @@ async def show(session: AsyncSession, actor: Actor, requested: str | None) -> Qu
     at = datetime.now(UTC)
     plan = await service.load_plan(session, lock=False)
     used = await service.usage(session, plan, team_id, None, await service.rates_at(session, at))
+    assert used.team_burn is not None
     by_state = dict(
         (
             await session.execute(

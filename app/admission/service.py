@@ -13,9 +13,14 @@ Limits, checked narrowest first so a refusal names the limit the caller can act 
 
 Race-freedom across replicas. The decision reads counts of live sandboxes (`starting`,
 `running`, `unknown`) and then adds one, so two deciders must never read the same counts. Every
-admission therefore first locks the single `org_plan` row (`SELECT … FOR UPDATE`) and holds
-that lock until its reservation is committed. Admissions are serialised by Postgres, whatever
-process or replica they run in; the critical section is a few indexed reads and one insert.
+admission therefore first locks the single `org_plan` row (`SELECT … FOR UPDATE`, in the same
+statement that reads the team's limits) and holds that lock until its reservation is committed.
+Admissions are serialised by Postgres, whatever process or replica they run in; the critical
+section is the limit checks, one counting statement and the insert of the reservation.
+
+The counts are read by a statement of their own, after the one that took the lock: under READ
+COMMITTED each statement sees the database as of its own start, so counts read by the locking
+statement itself could predate a reservation committed while it waited for the lock.
 
 Lock order, which is why this cannot deadlock: an admitting transaction takes the `org_plan`
 row first and then, at most, the one sandbox row it starts. No transaction takes a sandbox row
@@ -29,11 +34,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Row, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import AppError, Forbidden, PaymentRequired, TooManyRequests
+from app.errors import AppError, Forbidden, NotFound, PaymentRequired, TooManyRequests
 from app.metrics import ADMISSIONS
 from app.models import OrgPlan, Sandbox, Team
 from app.tiers import TIERS, rank
@@ -47,22 +53,50 @@ RETRY_AFTER_SECONDS = 5
 
 
 @dataclass(frozen=True)
+class TeamLimits:
+    """A team's limits as admission reads them; None is unlimited."""
+
+    id: str
+    max_concurrent: int | None
+    max_concurrent_per_owner: int | None
+    max_tier: str | None
+    max_credits_per_hour: Decimal | None
+    guaranteed: int
+    monthly_budget_credits: Decimal | None
+
+    @classmethod
+    def of(cls, team: Team | Row[Any]) -> TeamLimits:
+        return cls(
+            id=team.id,
+            max_concurrent=team.max_concurrent,
+            max_concurrent_per_owner=team.max_concurrent_per_owner,
+            max_tier=team.max_tier,
+            max_credits_per_hour=team.max_credits_per_hour,
+            guaranteed=team.guaranteed,
+            monthly_budget_credits=team.monthly_budget_credits,
+        )
+
+
+@dataclass(frozen=True)
 class Usage:
-    """Live counts that admission decides on, for one team and owner."""
+    """Live counts that admission decides on, for one team and owner. The team's burn rate is
+    only summed when prices were given (it needs a price-book read)."""
 
     org_live: int
     team_live: int
     owner_live: int
-    team_burn: Decimal
+    team_burn: Decimal | None
     reserved_for_others: int
     effective_limit: int
 
 
 def effective_limit(plan: OrgPlan) -> int:
     """The smaller of the configured plan and the limit last observed upstream."""
-    if plan.observed_limit is None:
-        return plan.plan_limit
-    return min(plan.plan_limit, plan.observed_limit)
+    return _effective(plan.plan_limit, plan.observed_limit)
+
+
+def _effective(plan_limit: int, observed_limit: int | None) -> int:
+    return plan_limit if observed_limit is None else min(plan_limit, observed_limit)
 
 
 async def load_plan(session: AsyncSession, *, lock: bool) -> OrgPlan:
@@ -125,16 +159,26 @@ async def usage(
     plan: OrgPlan,
     team_id: str,
     owner: str | None,
-    rates: dict[str, Decimal],
+    rates: dict[str, Decimal] | None = None,
+) -> Usage:
+    return await _usage(session, effective_limit(plan), team_id, owner, rates)
+
+
+async def _usage(
+    session: AsyncSession,
+    limit: int,
+    team_id: str,
+    owner: str | None,
+    rates: dict[str, Decimal] | None,
 ) -> Usage:
     row = (await session.execute(_COUNTS, {"team": team_id, "owner": owner})).one()
     return Usage(
         org_live=row.org_live,
         team_live=row.team_live,
         owner_live=row.owner_live if owner is not None else 0,
-        team_burn=_burn(row.team_tiers, rates),
+        team_burn=None if rates is None else _burn(row.team_tiers, rates),
         reserved_for_others=int(row.reserved),
-        effective_limit=effective_limit(plan),
+        effective_limit=limit,
     )
 
 
@@ -159,7 +203,7 @@ def _refusal(
 
 
 async def precheck(
-    session: AsyncSession, team: Team, *, tier: str, at: datetime
+    session: AsyncSession, team: TeamLimits, *, tier: str, at: datetime
 ) -> AppError | None:
     """The limits that do not depend on what else runs: tier and budget."""
     if team.max_tier is not None and rank(tier) > rank(team.max_tier):
@@ -178,7 +222,7 @@ async def precheck(
 
 
 def capacity(
-    team: Team, now_used: Usage, *, owner: str | None, tier: str, rate: Decimal
+    team: TeamLimits, now_used: Usage, *, owner: str | None, tier: str, rate: Decimal | None
 ) -> AppError | None:
     """The concurrency and burn-rate limits, narrowest first, against live counts."""
     per_owner = team.max_concurrent_per_owner
@@ -192,15 +236,14 @@ def capacity(
             TooManyRequests, "max_concurrent", "team", now_used.team_live, team.max_concurrent,
             f"Team {team.id} already runs {now_used.team_live} sandboxes.",
         )  # fmt: skip
-    if (
-        team.max_credits_per_hour is not None
-        and now_used.team_burn + rate > team.max_credits_per_hour
-    ):
-        return _refusal(
-            TooManyRequests, "max_credits_per_hour", "team", now_used.team_burn,
-            team.max_credits_per_hour,
-            f"A {tier} ({plain(rate)} credits/h) would take team {team.id} over its burn rate.",
-        )  # fmt: skip
+    if team.max_credits_per_hour is not None:
+        assert now_used.team_burn is not None and rate is not None, "a burn limit needs prices"
+        if now_used.team_burn + rate > team.max_credits_per_hour:
+            return _refusal(
+                TooManyRequests, "max_credits_per_hour", "team", now_used.team_burn,
+                team.max_credits_per_hour,
+                f"A {tier} ({plain(rate)} credits/h) would take team {team.id} over its burn rate.",
+            )  # fmt: skip
     if now_used.org_live + 1 > now_used.effective_limit:
         return _refusal(
             TooManyRequests, "org_plan", "org", now_used.org_live, now_used.effective_limit,
@@ -220,43 +263,67 @@ def capacity(
 
 
 async def decide(
+    session: AsyncSession, team: Team, *, owner: str | None, tier: str, at: datetime
+) -> AppError | None:
+    """The refusal for one more running VM of this team/owner/tier, or None to admit, without
+    locking anything: the dry run of `admit`."""
+    plan = await load_plan(session, lock=False)
+    return await _decide(session, TeamLimits.of(team), effective_limit(plan), owner, tier, at)
+
+
+async def _decide(
     session: AsyncSession,
-    team: Team,
-    *,
+    team: TeamLimits,
+    limit: int,
     owner: str | None,
     tier: str,
     at: datetime,
-    lock: bool,
 ) -> AppError | None:
-    """The refusal for one more running VM of this team/owner/tier, or None to admit.
-
-    With `lock`, the org row is locked after the checks that need no lock and before the
-    counts, and stays locked until the caller's transaction ends."""
     refusal = await precheck(session, team, tier=tier, at=at)
     if refusal is not None:
         return refusal
-    rates = await rates_at(session, at)
-    plan = await load_plan(session, lock=lock)
-    now_used = await usage(session, plan, team.id, owner, rates)
-    return capacity(team, now_used, owner=owner, tier=tier, rate=rates[tier])
+    # Prices are read only for a team whose burn rate is limited.
+    rates = await rates_at(session, at) if team.max_credits_per_hour is not None else None
+    now_used = await _usage(session, limit, team.id, owner, rates)
+    return capacity(
+        team, now_used, owner=owner, tier=tier, rate=None if rates is None else rates[tier]
+    )
+
+
+# Locks the org row and reads the team's limits with it; see the module's docstring.
+_LOCK_FOR_TEAM = text(
+    """
+    SELECT t.id, t.max_concurrent, t.max_concurrent_per_owner, t.max_tier,
+           t.max_credits_per_hour, t.guaranteed, t.monthly_budget_credits,
+           p.plan_limit, p.observed_limit
+      FROM teams t CROSS JOIN org_plan p
+     WHERE t.id = :team AND t.deleted_at IS NULL AND p.id = 1
+       FOR UPDATE OF p
+    """
+)
 
 
 async def admit(
     session: AsyncSession,
-    team: Team,
+    team_id: str,
     *,
     owner: str | None,
     tier: str,
     action: str,
     at: datetime | None = None,
 ) -> None:
-    """Lock the org row and admit one more running VM, or raise the refusal.
+    """Lock the org row and admit one more running VM for the team, or raise the refusal
+    (404 for a team that does not exist).
 
     Call inside the transaction that then reserves the `starting` row and commits."""
     at = at or datetime.now(UTC)
-    refusal = await decide(session, team, owner=owner, tier=tier, at=at, lock=True)
-    limit = refusal.extra["limit"] if refusal is not None else "none"
-    ADMISSIONS.labels(action, "refused" if refusal else "admitted", limit).inc()
+    row = (await session.execute(_LOCK_FOR_TEAM, {"team": team_id})).one_or_none()
+    if row is None:
+        raise NotFound(f"Team {team_id!r} does not exist.")
+    limit = _effective(row.plan_limit, row.observed_limit)
+    refusal = await _decide(session, TeamLimits.of(row), limit, owner, tier, at)
+    limit_name = refusal.extra["limit"] if refusal is not None else "none"
+    ADMISSIONS.labels(action, "refused" if refusal else "admitted", limit_name).inc()
     if refusal is not None:
         raise refusal
 

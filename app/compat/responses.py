@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Request, Response
@@ -77,9 +76,7 @@ async def _vms_headers(rt: Runtime, team_id: str | None) -> dict[str, str]:
         return {}
     async with transaction(rt.sessions) as session:
         plan = await admission.load_plan(session, lock=False)
-        used = await admission.usage(
-            session, plan, team_id, None, await admission.rates_at(session, datetime.now(UTC))
-        )
+        used = await admission.usage(session, plan, team_id, None)
     remaining = max(used.effective_limit - used.org_live, 0)
     return {"x-csb-vms-used": str(used.org_live), "x-csb-vms-remaining": str(remaining)}
 

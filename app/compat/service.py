@@ -297,8 +297,7 @@ async def meta_info(rt: Runtime, actor: Actor | None) -> dict[str, Any]:
     async with transaction(rt.sessions) as session:
         plan = await admission.load_plan(session, lock=False)
         team = await session.get(Team, actor.team_id)
-        rates = await admission.rates_at(session, datetime.now(UTC))
-        used = await admission.usage(session, plan, actor.team_id, actor.owner, rates)
+        used = await admission.usage(session, plan, actor.team_id, actor.owner)
     assert team is not None
     # Every concurrency limit that applies to this caller, as (maximum, live now).
     bounds = [(used.effective_limit, used.org_live)]

@@ -1,7 +1,7 @@
 """Every table of Corral. The schema itself is owned by the Alembic migrations."""
 
 from app.models.audit import AuditEntry
-from app.models.base import Base
+from app.models.base import Base, table_of
 from app.models.browser import BrowserSession, SigningSecret
 from app.models.idempotency import IdempotencyRecord
 from app.models.org import OrgPlan
@@ -26,4 +26,5 @@ __all__ = [
     "SigningSecret",
     "Team",
     "UsageInterval",
+    "table_of",
 ]

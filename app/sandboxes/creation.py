@@ -108,34 +108,39 @@ async def create(
     The fork is never retried blindly: when its answer is lost, the sandbox is looked up by
     its operation tag instead, so a lost answer never makes a second sandbox."""
     operation_id = uuid.uuid4().hex
+    at = lifecycle.now()
+    sandbox = Sandbox(
+        id=new_sandbox_id(),
+        upstream_id=None,
+        team_id=spec.team_id,
+        owner=spec.owner,
+        title=spec.title,
+        template=spec.template,
+        tier=spec.tier,
+        hibernation_timeout_seconds=spec.hibernation_timeout_seconds,
+        privacy=PRIVACY[spec.privacy],
+        automatic_wakeup=spec.automatic_wakeup,
+        tags=spec.tags,
+        state="starting",
+        last_cause="api",
+        operation_id=operation_id,
+        reservation_expires_at=at + timedelta(seconds=rt.settings.reservation_ttl_seconds),
+        managed=True,
+        missed_polls=0,
+        created_at=at,
+        updated_at=at,
+        state_changed_at=at,
+    )
     async with transaction(rt.sessions) as session:
-        team = await identity_service.get_team(session, spec.team_id)
         if spec.start:
-            await admission.admit(session, team, owner=spec.owner, tier=spec.tier, action=action)
-        sandbox = Sandbox(
-            id=new_sandbox_id(),
-            team_id=spec.team_id,
-            owner=spec.owner,
-            title=spec.title,
-            template=spec.template,
-            tier=spec.tier,
-            hibernation_timeout_seconds=spec.hibernation_timeout_seconds,
-            privacy=PRIVACY[spec.privacy],
-            automatic_wakeup=spec.automatic_wakeup,
-            tags=spec.tags,
-            state="starting",
-            last_cause="api",
-            operation_id=operation_id,
-            reservation_expires_at=lifecycle.now()
-            + timedelta(seconds=rt.settings.reservation_ttl_seconds),
-        )
-        session.add(sandbox)
-        await session.flush()
-        await repository.add_event(
+            await admission.admit(
+                session, spec.team_id, owner=spec.owner, tier=spec.tier, action=action, at=at
+            )
+        else:
+            await identity_service.get_team(session, spec.team_id)
+        await repository.insert_reserved(
             session,
             sandbox,
-            from_state=None,
-            cause="api",
             actor=actor.key_id,
             detail={"template": spec.template, "operation_id": operation_id},
         )

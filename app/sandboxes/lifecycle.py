@@ -76,19 +76,20 @@ async def transition(
     the open interval, entering it opens one."""
     at = at or now()
     from_state = sandbox.state
-    if from_state == "running" and to_state != "running":
-        await ledger.close_interval(session, sandbox.id, at, cause)
+    # Every change to the row before any statement, so the row is flushed as one UPDATE.
     sandbox.state = to_state
     sandbox.last_cause = cause
     sandbox.state_changed_at = at
     sandbox.updated_at = at
-    if to_state == "running" and from_state != "running":
-        sandbox.last_started_at = at
-        await ledger.open_interval(session, sandbox, at)
     if to_state != "starting":
         sandbox.reservation_expires_at = None
     if to_state == "deleted":
         sandbox.deleted_at = at
+    if from_state == "running" and to_state != "running":
+        await ledger.close_interval(session, sandbox.id, at, cause)
+    if to_state == "running" and from_state != "running":
+        sandbox.last_started_at = at
+        await ledger.open_interval(session, sandbox, at)
     await repository.add_event(
         session, sandbox, from_state=from_state, cause=cause, actor=actor, detail=detail
     )

@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, insert, or_, select
+from sqlalchemy import ARRAY, Select, String, and_, bindparam, insert, or_, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import context
 from app.errors import BadRequest
-from app.models import Sandbox, SandboxEvent
+from app.models import Sandbox, SandboxEvent, table_of
 
 
 def _scoped(team_id: str | None) -> Select[Sandbox]:
@@ -91,6 +92,37 @@ async def page(
     return rows[:limit], next_cursor
 
 
+# Built once, on the table rather than the mapped class: compiled once, and no ORM bulk path.
+_ADD_EVENT = insert(table_of(SandboxEvent))
+
+# A new reservation and its first event, in one round trip.
+_RESERVE = text(
+    """
+    WITH reserved AS (
+        INSERT INTO sandboxes (
+            id, team_id, owner, title, template, tier, hibernation_timeout_seconds, privacy,
+            automatic_wakeup, tags, state, last_cause, operation_id, reservation_expires_at,
+            managed, missed_polls, created_at, updated_at, state_changed_at
+        ) VALUES (
+            :id, :team_id, :owner, :title, :template, :tier, :hibernation_timeout_seconds,
+            :privacy, :automatic_wakeup, :tags, :state, :last_cause, :operation_id,
+            :reservation_expires_at, :managed, :missed_polls, :created_at, :updated_at,
+            :state_changed_at
+        )
+        RETURNING id, state, last_cause
+    )
+    INSERT INTO sandbox_events (sandbox_id, from_state, to_state, cause, actor, request_id, detail)
+    SELECT id, NULL, state, last_cause, :actor, :request_id, :detail FROM reserved
+    """
+).bindparams(bindparam("tags", type_=ARRAY(String)), bindparam("detail", type_=JSONB))
+_RESERVED_COLUMNS = (
+    "id", "team_id", "owner", "title", "template", "tier", "hibernation_timeout_seconds",
+    "privacy", "automatic_wakeup", "tags", "state", "last_cause", "operation_id",
+    "reservation_expires_at", "managed", "missed_polls", "created_at", "updated_at",
+    "state_changed_at",
+)  # fmt: skip
+
+
 async def add_event(
     session: AsyncSession,
     sandbox: Sandbox,
@@ -102,15 +134,28 @@ async def add_event(
 ) -> None:
     # A plain INSERT, not the unit of work: events are written once and never read back here.
     await session.execute(
-        insert(SandboxEvent).values(
-            sandbox_id=sandbox.id,
-            from_state=from_state,
-            to_state=sandbox.state,
-            cause=cause,
-            actor=actor,
-            request_id=context.request_id.get(),
-            detail=detail or {},
-        )
+        _ADD_EVENT,
+        {
+            "sandbox_id": sandbox.id,
+            "from_state": from_state,
+            "to_state": sandbox.state,
+            "cause": cause,
+            "actor": actor,
+            "request_id": context.request_id.get(),
+            "detail": detail or {},
+        },
+    )
+
+
+async def insert_reserved(
+    session: AsyncSession, sandbox: Sandbox, *, actor: str | None, detail: dict[str, Any]
+) -> None:
+    """Insert a new sandbox, every column given (it stays a plain object, never loaded), with
+    the event of its first state."""
+    values = {column: getattr(sandbox, column) for column in _RESERVED_COLUMNS}
+    await session.execute(
+        _RESERVE,
+        {**values, "actor": actor, "request_id": context.request_id.get(), "detail": detail},
     )
 
 

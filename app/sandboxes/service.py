@@ -15,7 +15,6 @@ from app.admission import service as admission
 from app.audit import service as audit
 from app.db import transaction
 from app.errors import Conflict
-from app.identity import service as identity_service
 from app.identity.actor import Actor
 from app.models import Sandbox
 from app.runtime import Runtime
@@ -47,9 +46,8 @@ async def start(
         sandbox = await lifecycle.load(session, actor, sandbox_id, lock=False)
         _check_startable(sandbox)
         if sandbox.state != "running":
-            team = await identity_service.get_team(session, sandbox.team_id)
             await admission.admit(
-                session, team, owner=sandbox.owner, tier=sandbox.tier, action=action
+                session, sandbox.team_id, owner=sandbox.owner, tier=sandbox.tier, action=action
             )
         sandbox = await lifecycle.load(session, actor, sandbox_id, lock=True)
         _check_startable(sandbox)
