@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -91,6 +92,15 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
     """One short unit of work: commits on success, rolls back on any error."""
     async with sessions() as session, session.begin():
         yield session
+
+
+@asynccontextmanager
+async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection on which each statement commits by itself. Only for a single statement
+    that is atomic on its own (one UPDATE with its inserts as CTEs): it saves `transaction`'s
+    BEGIN and COMMIT round trips."""
+    async with engine.connect() as conn:
+        yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def alembic_config(url: str) -> Config:

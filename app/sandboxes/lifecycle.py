@@ -16,7 +16,9 @@ A usage interval is open exactly while the state is `running`; `transition` keep
 No transaction stays open across an upstream call. Each verb runs in phases:
 1. lock the row (`SELECT … FOR UPDATE`), check the transition, reserve (`starting`), commit;
 2. call the upstream, outside any transaction;
-3. lock the row again and settle what actually happened, commit.
+3. settle what actually happened: a start that succeeded as one statement that changes the row
+   only if it is still `starting` (`repository.settle_running`, the common case made cheap);
+   anything else locks the row again and settles it, commit.
 A process that dies between 1 and 3 leaves a `starting` row whose reservation expires; the
 reconciler resolves it from the `corral-op-<operation id>` tag every created sandbox carries.
 """
@@ -31,7 +33,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
-from app.db import transaction
+from app.db import autocommit, transaction
 from app.errors import NotFound
 from app.identity.actor import Actor
 from app.models import Sandbox
@@ -145,6 +147,20 @@ async def start_reserved(
     sandbox_id = reserved.id
     options = start_options(reserved)
     started, err = await call_upstream(lambda: rt.upstream.start(upstream_id, options))
+    if started is not None:
+        # The common outcome, in one statement (see repository.settle_running).
+        async with autocommit(rt.engine) as conn:
+            settled = await repository.settle_running(
+                conn,
+                reserved,
+                upstream_id=upstream_id,
+                at=now(),
+                actor=actor.key_id,
+                action=action,
+                detail={"bootup_type": started.bootup_type},
+            )
+        if settled is not None:
+            return Outcome(settled, started.bootup_type, started)
     async with transaction(rt.sessions) as session:
         sandbox = await reload(session, sandbox_id)
         # A create learns its upstream id from the fork; it is written with the outcome.
@@ -169,6 +185,7 @@ async def start_reserved(
                 detail={"upstream_status": err.status},
             )
         else:
+            # Only when the reconciler settled the reservation while the start was in flight.
             assert started is not None
             await transition(
                 session,

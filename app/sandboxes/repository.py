@@ -9,11 +9,12 @@ from typing import Any
 
 from sqlalchemy import ARRAY, Select, String, and_, bindparam, insert, or_, select, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app import context
 from app.errors import BadRequest
 from app.models import Sandbox, SandboxEvent, table_of
+from app.tiers import LIST_CREDITS_PER_HOUR
 
 
 def _scoped(team_id: str | None) -> Select[Sandbox]:
@@ -157,6 +158,77 @@ async def insert_reserved(
         _RESERVE,
         {**values, "actor": actor, "request_id": context.request_id.get(), "detail": detail},
     )
+
+
+# A start that succeeded, settled in one statement: the row leaves `starting` for `running`,
+# and its usage interval (priced by the version in force, as `ledger.open_interval` does), its
+# event and its audit row are written with it. It changes nothing unless the row is still
+# `starting`, so a reservation the reconciler has settled meanwhile is left to the caller.
+_SETTLE_RUNNING = text(
+    """
+    WITH settled AS (
+        UPDATE sandboxes
+           SET state = 'running', last_cause = :cause, upstream_id = :upstream_id,
+               state_changed_at = :at, updated_at = :at, last_started_at = :at,
+               reservation_expires_at = NULL
+         WHERE id = :id AND state = 'starting'
+        RETURNING *
+    ),
+    version AS (
+        SELECT id, credits_per_hour FROM price_books WHERE effective_from <= :at
+         ORDER BY effective_from DESC LIMIT 1
+    ),
+    opened AS (
+        INSERT INTO usage_intervals
+               (sandbox_id, team_id, owner, tier, credits_per_hour, price_book_id, started_at)
+        SELECT s.id, s.team_id, s.owner, s.tier,
+               coalesce((v.credits_per_hour ->> s.tier)::numeric, :list_rate), v.id, :at
+          FROM settled s LEFT JOIN version v ON true
+    ),
+    event AS (
+        INSERT INTO sandbox_events
+               (sandbox_id, from_state, to_state, cause, actor, request_id, detail)
+        SELECT id, 'starting', 'running', :cause, :actor, :request_id, :detail FROM settled
+    ),
+    audited AS (
+        INSERT INTO audit_log
+               (actor, team_id, action, target, cause, request_id, outcome, detail)
+        SELECT :actor, team_id, :action, id, :cause, :request_id, 'ok', :detail FROM settled
+    )
+    SELECT * FROM settled
+    """
+).bindparams(bindparam("detail", type_=JSONB))
+
+
+async def settle_running(
+    conn: AsyncConnection,
+    sandbox: Sandbox,
+    *,
+    upstream_id: str,
+    at: datetime,
+    actor: str | None,
+    action: str,
+    detail: dict[str, Any],
+) -> Sandbox | None:
+    """Settle a `starting` reservation as running (see `_SETTLE_RUNNING`); None, changing
+    nothing, when the row is no longer `starting`."""
+    row = (
+        await conn.execute(
+            _SETTLE_RUNNING,
+            {
+                "id": sandbox.id,
+                "upstream_id": upstream_id,
+                "at": at,
+                "cause": "api",
+                "actor": actor,
+                "action": action,
+                "request_id": context.request_id.get(),
+                "detail": detail,
+                "list_rate": LIST_CREDITS_PER_HOUR[sandbox.tier],
+            },
+        )
+    ).first()
+    return None if row is None else Sandbox(**row._mapping)
 
 
 async def events(session: AsyncSession, sandbox_id: str) -> list[SandboxEvent]:

@@ -27,7 +27,7 @@ from app.tiers import LIST_CREDITS_PER_HOUR
 from app.usage import repository
 
 
-def price_in(version: PriceBook | None, tier: str) -> tuple[Decimal, int | None]:
+def price_in(version: repository.PriceVersion | None, tier: str) -> tuple[Decimal, int | None]:
     """A tier's credits per hour in a price-book version, and that version's id (None only when
     no version is in force, when the contract's list price applies)."""
     if version is None:

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Row, select, text
+from sqlalchemy import Row, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import PriceBook
@@ -39,14 +39,30 @@ async def price_versions(session: AsyncSession) -> list[PriceBook]:
     return list(rows)
 
 
-async def price_version_at(session: AsyncSession, at: datetime) -> PriceBook | None:
+class PriceVersion(Protocol):
+    """What pricing needs of a price-book version: a `PriceBook`, or a row of just these."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def credits_per_hour(self) -> dict[str, Any]: ...
+
+
+# The version in force at :at; built once, and only the two columns pricing reads.
+_VERSION_AT = (
+    select(PriceBook.id, PriceBook.credits_per_hour)
+    .where(PriceBook.effective_from <= bindparam("at"))
+    .order_by(PriceBook.effective_from.desc())
+    .limit(1)
+)
+
+
+async def price_version_at(session: AsyncSession, at: datetime) -> PriceVersion | None:
     """The version in force at `at` (the latest whose effective_from is not after it)."""
-    row: PriceBook | None = await session.scalar(
-        select(PriceBook)
-        .where(PriceBook.effective_from <= at)
-        .order_by(PriceBook.effective_from.desc())
-        .limit(1)
-    )
+    row: Row[tuple[int, dict[str, Any]]] | None = (
+        await session.execute(_VERSION_AT, {"at": at})
+    ).first()
     return row
 
 
