@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
+from app.db import transaction
+from app.models import AuditEntry
+from app.reconcile.service import reconcile_once
+from app.upstream.client import UpstreamClient
+from tests.conftest import SIMULATOR_KEY
 from tests.fixtures import factories
 
 
@@ -59,6 +68,72 @@ class TestCreate:
             ("starting", "running"),
         ]
         assert all(e["cause"] == "api" for e in history)
+
+    async def test_the_settled_start_writes_its_price_event_and_audit_row(
+        self, client, admin, runtime
+    ):
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers, tier="Small")
+        prices = (await client.get("/v1/admin/prices", headers=admin)).json()
+        in_force = prices["current"]
+        [interval] = await intervals(runtime, created["id"])
+        assert interval.credits_per_hour == Decimal(str(in_force["credits_per_hour"]["Small"]))
+        assert interval.price_book_id == in_force["id"]
+        assert interval.started_at == datetime.fromisoformat(created["last_started_at"])
+        async with transaction(runtime.sessions) as session:
+            [entry] = await session.scalars(
+                select(AuditEntry).where(
+                    AuditEntry.target == created["id"], AuditEntry.action == "sandbox.create"
+                )
+            )
+        assert (entry.team_id, entry.outcome, entry.detail) == (
+            "search-ui",
+            "ok",
+            {"bootup_type": "FORK"},
+        )
+
+    async def test_a_reservation_settled_by_the_reconciler_mid_start_is_settled_once(
+        self, client, sim, runtime
+    ):
+        """The start's answer comes back after the reconciler took over the reservation: the
+        one-statement settle changes nothing and the locked path settles the row it finds."""
+        # Every reservation has lapsed at once, so the reconciler takes the row.
+        runtime.settings = runtime.settings.model_copy(update={"reservation_ttl_seconds": 0})
+        headers = await factories.team_with_key(client)
+        at_start, release = asyncio.Event(), asyncio.Event()
+        simulator = runtime.simulator
+
+        async def held_start(scope, receive, send):
+            if scope["type"] == "http" and scope["path"].endswith("/start"):
+                at_start.set()
+                await release.wait()
+            await simulator(scope, receive, send)
+
+        runtime.upstream = UpstreamClient(
+            "http://simulator",
+            SIMULATOR_KEY,
+            transport=httpx.ASGITransport(app=held_start),
+        )
+        creating = asyncio.create_task(client.post("/v1/sandboxes", json={}, headers=headers))
+        await asyncio.wait_for(at_start.wait(), 10)
+        summary = await reconcile_once(runtime, replica="test")
+        assert summary.drift == {"unresolved": 1}
+        release.set()
+        response = await creating
+        await runtime.upstream.aclose()
+
+        assert response.status_code == 201, response.text
+        created = response.json()
+        assert created["state"] == "running"
+        running = [vm for vm in (await vms(sim)).values() if vm["state"] == "running"]
+        assert [vm["id"] for vm in running] == [created["upstream_id"]]
+        [interval] = await intervals(runtime, created["id"])
+        assert interval.ended_at is None
+        history = [
+            (e["from_state"], e["to_state"]) for e in await events(client, headers, created["id"])
+        ]
+        assert history[0] == (None, "starting") and history[-1][1] == "running"
+        assert history[1][0] == "starting" and history[1][1] != "running", "the reconciler's"
 
     async def test_without_start_forks_only(self, client, sim, runtime):
         headers = await factories.team_with_key(client)
