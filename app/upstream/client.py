@@ -42,6 +42,7 @@ from app.upstream.schemas import (
     StartOptions,
     StartResult,
 )
+from app.upstream.transport import PooledTransport
 
 __all__ = ["USER_AGENT", "Observer", "UpstreamClient", "infer_base_url"]
 
@@ -101,7 +102,9 @@ class UpstreamClient:
         self.base_url = base_url
         http = httpx.AsyncClient(
             base_url=base_url,
-            transport=transport,
+            # httpx's API over a lean HTTP/1.1 pool: httpx's own transport costs several times
+            # the CPU per call (see app/upstream/transport.py).
+            transport=transport or PooledTransport(max_connections=100, max_idle=100),
             headers={
                 "Authorization": f"Bearer {api_key}",
                 "User-Agent": USER_AGENT,
@@ -113,7 +116,6 @@ class UpstreamClient:
             timeout=httpx.Timeout(
                 timeout, connect=min(10.0, timeout / 2), pool=min(10.0, timeout / 2)
             ),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
             follow_redirects=False,
         )
         self._requester = Requester(
