@@ -15,6 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
@@ -44,7 +45,7 @@ from app.upstream.schemas import (
 )
 from app.upstream.transport import PooledTransport
 
-__all__ = ["USER_AGENT", "Observer", "UpstreamClient", "infer_base_url"]
+__all__ = ["USER_AGENT", "Observer", "UpstreamClient", "default_transport", "infer_base_url"]
 
 
 def _version() -> str:
@@ -77,6 +78,19 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def default_transport(base_url: str) -> httpx.AsyncBaseTransport | None:
+    """httpx's API over a lean HTTP/1.1 pool (httpx's own transport costs several times the CPU
+    per call; see app/upstream/transport.py), unless the environment sends the upstream through
+    a proxy: then None, so httpx's own transports, which speak to proxies, carry the calls."""
+    url = httpx.URL(base_url)
+    proxies = urllib.request.getproxies()
+    if (proxies.get(url.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(
+        url.host
+    ):
+        return None
+    return PooledTransport(max_connections=100, max_idle=100)
+
+
 class UpstreamClient:
     """Async client for the upstream API. Use as ``async with`` or call `aclose`."""
 
@@ -102,9 +116,7 @@ class UpstreamClient:
         self.base_url = base_url
         http = httpx.AsyncClient(
             base_url=base_url,
-            # httpx's API over a lean HTTP/1.1 pool: httpx's own transport costs several times
-            # the CPU per call (see app/upstream/transport.py).
-            transport=transport or PooledTransport(max_connections=100, max_idle=100),
+            transport=transport or default_transport(base_url),
             headers={
                 "Authorization": f"Bearer {api_key}",
                 "User-Agent": USER_AGENT,
