@@ -16,6 +16,13 @@ client parses exactly one error format.
     ├── TooManyRequests       429  (always with Retry-After)
     ├── BadGateway            502  (the upstream failed; Retry-After)
     └── ServiceUnavailable    503  (the upstream is unreachable or overloaded; Retry-After)
+
+Domain errors subclass these with their own `kind` and wording, so each is written once:
+
+    NotFound
+    └── SandboxNotFound       a sandbox the caller may not see, or that does not exist
+    Conflict
+    └── InvalidState          the sandbox's state does not allow the verb now
 """
 
 from __future__ import annotations
@@ -76,6 +83,25 @@ class NotFound(AppError):
 
 class Conflict(AppError):
     status, kind = 409, "conflict"
+
+
+class SandboxNotFound(NotFound):
+    """Another team's (or another owner's) sandbox is indistinguishable from a missing one."""
+
+    kind = "sandbox-not-found"
+
+    def __init__(self, sandbox_id: str, *, detail: str | None = None) -> None:
+        super().__init__(detail or f"Sandbox {sandbox_id!r} does not exist.")
+
+
+class InvalidState(Conflict):
+    kind = "invalid-state"
+
+    def __init__(self, sandbox_id: str, state: str, *, cannot: str) -> None:
+        super().__init__(
+            f"Sandbox {sandbox_id!r} is {state}; it cannot {cannot} now.",
+            extra={"state": state},
+        )
 
 
 class PayloadTooLarge(AppError):
