@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import (
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+from app.locks import Lock
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -126,7 +127,7 @@ async def migrate(engine: AsyncEngine) -> None:
     plus an advisory lock serialise concurrent upgrades."""
     url = engine.url.render_as_string(hide_password=False)
     async with engine.begin() as conn:
-        await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(724001)")
+        await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({Lock.MIGRATIONS:d})")
         await conn.run_sync(_upgrade, url)
 
 

@@ -24,6 +24,7 @@ from app.db import (
 )
 from app.errors import install_handlers
 from app.identity import service as identity_service
+from app.locks import Lock
 from app.metrics import observe_upstream
 from app.middleware import RequestContext
 from app.operations.circuit import UpstreamCircuit, chain
@@ -110,7 +111,7 @@ async def bootstrap_admin_key(runtime: Runtime) -> str | None:
         return None
     async with transaction(runtime.sessions) as session:
         # Serialise replicas starting together, so only one of them issues the first key.
-        await session.execute(text("SELECT pg_advisory_xact_lock(724002)"))
+        await session.execute(text(f"SELECT pg_advisory_xact_lock({Lock.ADMIN_BOOTSTRAP:d})"))
         if await identity_service.has_admin_key(session):
             return None
         issued = await identity_service.issue_key(

@@ -1,4 +1,5 @@
-"""Leader election and the per-period lock, both Postgres session-level advisory locks.
+"""Leader election and the per-period lock, both Postgres session-level advisory locks
+(their keys are in `app.locks`).
 
 - `Leadership` holds the leader lock on a dedicated connection for as long as this process
   leads. Postgres releases a session lock when its connection ends, so when the leader's process
@@ -22,11 +23,9 @@ from contextlib import asynccontextmanager, suppress
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-log = logging.getLogger(__name__)
+from app.locks import Lock
 
-# Advisory lock keys: 724001 migrations, 724002 admin bootstrap (app/db.py, app/main.py).
-LEADER_LOCK = 724003
-PERIOD_LOCK = 724004
+log = logging.getLogger(__name__)
 
 
 async def _autocommit(engine: AsyncEngine) -> AsyncConnection:
@@ -37,6 +36,10 @@ async def _autocommit(engine: AsyncEngine) -> AsyncConnection:
 
 async def _try_lock(conn: AsyncConnection, key: int) -> bool:
     return bool(await conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}))
+
+
+async def _unlock(conn: AsyncConnection, key: int) -> None:
+    await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
 
 
 async def _discard(conn: AsyncConnection) -> None:
@@ -76,7 +79,7 @@ class Leadership:
             log.warning("cannot reach the database for leader election", exc_info=True)
             return False
         try:
-            acquired = await _try_lock(conn, LEADER_LOCK)
+            acquired = await _try_lock(conn, Lock.RECONCILE_LEADER)
         except Exception:
             log.warning("leader election failed", exc_info=True)
             await _discard(conn)
@@ -94,7 +97,7 @@ class Leadership:
         if conn is None:
             return
         try:
-            await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LEADER_LOCK})
+            await _unlock(conn, Lock.RECONCILE_LEADER)
             await conn.close()
         except Exception:
             await _discard(conn)
@@ -112,10 +115,10 @@ async def period_lock(engine: AsyncEngine, *, wait_seconds: float = 0.0) -> Asyn
     conn = await _autocommit(engine)
     deadline = time.monotonic() + wait_seconds
     try:
-        acquired = await _try_lock(conn, PERIOD_LOCK)
+        acquired = await _try_lock(conn, Lock.RECONCILE_PERIOD)
         while not acquired and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-            acquired = await _try_lock(conn, PERIOD_LOCK)
+            acquired = await _try_lock(conn, Lock.RECONCILE_PERIOD)
     except BaseException:
         await _discard(conn)
         raise
@@ -126,7 +129,7 @@ async def period_lock(engine: AsyncEngine, *, wait_seconds: float = 0.0) -> Asyn
         yield
     finally:
         try:
-            await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": PERIOD_LOCK})
+            await _unlock(conn, Lock.RECONCILE_PERIOD)
             await conn.close()
         except BaseException:
             await _discard(conn)

@@ -7,11 +7,11 @@ from datetime import datetime
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.locks import Lock
 from app.models import ApiKey, BrowserSession
 
-# First half of the two-int advisory lock key of the per-user rate limit (the one-bigint keys
-# 724001/724002 that other modules use live in a separate key space).
-RATE_LOCK_CLASS = 724006
+# First half of the two-int advisory lock key of the per-user rate limit (see app.locks).
+RATE_LOCK_CLASS = Lock.SESSION_RATE
 
 
 async def lock_user(session: AsyncSession, team_id: str, user: str) -> None:

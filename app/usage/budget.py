@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import transaction
 from app.errors import AppError
 from app.identity.actor import Actor
+from app.locks import Lock
 from app.models import Sandbox, Team
 from app.runtime import Runtime
 from app.usage import periods, repository
@@ -34,8 +35,6 @@ from app.usage import periods, repository
 log = logging.getLogger(__name__)
 
 BUDGET_ACTOR = Actor(key_id="budget", team_id=None, scopes=frozenset({"admin"}), is_admin=True)
-# pg_advisory_lock key of the budget job (other Corral locks use 724001, 724002).
-ENFORCE_LOCK = 724004
 
 
 def month_start(at: datetime, timezone: str | None = None) -> datetime:
@@ -153,7 +152,7 @@ async def enforce_budgets(rt: Runtime, at: datetime | None = None) -> int:
 
     at = at or datetime.now(UTC)
     async with rt.engine.connect() as lock_conn:
-        locked = (await lock_conn.execute(select(func.pg_try_advisory_lock(ENFORCE_LOCK)))).scalar()
+        locked = await lock_conn.scalar(select(func.pg_try_advisory_lock(Lock.BUDGET_ENFORCE)))
         # End the implicit transaction at once: the lock is the session's, not a transaction's.
         await lock_conn.commit()
         if not locked:
@@ -184,5 +183,5 @@ async def enforce_budgets(rt: Runtime, at: datetime | None = None) -> int:
                 )
             return hibernated
         finally:
-            await lock_conn.execute(select(func.pg_advisory_unlock(ENFORCE_LOCK)))
+            await lock_conn.execute(select(func.pg_advisory_unlock(Lock.BUDGET_ENFORCE)))
             await lock_conn.commit()

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select, text
 
 from app.db import transaction
+from app.locks import Lock
 from app.models import AuditEntry, SandboxEvent, Team
 from app.runtime import Runtime
 from app.settings import Settings
@@ -176,10 +177,10 @@ class TestEnforcement:
         sandbox_id = (await factories.sandbox(client, over))["id"]
         await spend(runtime, sandbox_id, "team-over")
         async with runtime.engine.connect() as other_replica:
-            await other_replica.execute(select(func.pg_advisory_lock(budget.ENFORCE_LOCK)))
+            await other_replica.execute(select(func.pg_advisory_lock(Lock.BUDGET_ENFORCE)))
             await other_replica.commit()
             assert await budget.enforce_budgets(runtime) == 0
             assert await running_states(runtime, "team-over") == {sandbox_id: ("running", "api")}
-            await other_replica.execute(select(func.pg_advisory_unlock(budget.ENFORCE_LOCK)))
+            await other_replica.execute(select(func.pg_advisory_unlock(Lock.BUDGET_ENFORCE)))
             await other_replica.commit()
         assert await budget.enforce_budgets(runtime) == 1
