@@ -74,7 +74,7 @@ SESSIONS_MINTED = Counter(
     ["via"],
     registry=REGISTRY,
 )
-BUDGET_ENFORCEMENTS = Counter(
+BUDGET_HIBERNATIONS = Counter(
     "corral_budget_hibernations_total",
     "Sandboxes hibernated because their team's budget was exhausted.",
     ["team"],

@@ -11,7 +11,8 @@
 - `enforce_budgets` may be called from any replica at any time: a session-level advisory lock
   lets one run at a time, each sandbox is hibernated through the lifecycle service (its own
   short transactions, no transaction across the upstream call), and a sandbox that is no
-  longer running by then is left alone.
+  longer running by then is left alone. Each sandbox it hibernates counts once in
+  `corral_budget_hibernations_total{team}`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from app.db import transaction
 from app.errors import AppError
 from app.identity.actor import Actor
 from app.locks import Lock
+from app.metrics import BUDGET_HIBERNATIONS
 from app.models import Sandbox, Team
 from app.runtime import Runtime
 from app.usage import periods, repository
@@ -177,6 +179,7 @@ async def enforce_budgets(rt: Runtime, at: datetime | None = None) -> int:
                 if outcome.sandbox.state == "hibernated" and outcome.sandbox.last_cause == "budget":
                     hibernated += 1
             if targets:
+                    BUDGET_HIBERNATIONS.labels(team_id).inc()
                 log.info(
                     "budget enforcement",
                     extra={"candidates": len(targets), "hibernated": hibernated},
