@@ -9,8 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.admission.schemas import TeamLimits
 from app.tiers import Tier
 
-TeamId = str
-
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -19,5 +19,3 @@ class Actor:
     def has(self, scope: str) -> bool:
         return self.is_admin or scope in self.scopes
 
-
-SYSTEM_ACTORS = frozenset({"reconciler", "budget", "bootstrap"})

@@ -21,7 +21,6 @@ SCOPES = frozenset(
         "admin",
     }
 )
-TEAM_SCOPES = tuple(sorted(SCOPES - {"admin"}))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ callers that want another one.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 _timezone = "UTC"
@@ -47,12 +47,3 @@ def next_month_start(at: datetime, timezone: str | None = None) -> datetime:
     year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
     return datetime(year, month, 1, tzinfo=tz).astimezone(at.tzinfo)
 
-
-def day_bounds(day: datetime, timezone: str | None = None) -> tuple[datetime, datetime]:
-    """[start, end) of the local calendar day containing `day` (23 or 25 hours across DST)."""
-    tz = zone(timezone or _timezone)
-    local = day.astimezone(tz)
-    start = datetime(local.year, local.month, local.day, tzinfo=tz)
-    following = start.date() + timedelta(days=1)
-    end = datetime(following.year, following.month, following.day, tzinfo=tz)
-    return start.astimezone(day.tzinfo), end.astimezone(day.tzinfo)
