@@ -31,6 +31,7 @@ from app.deps import CurrentActor, RuntimeDep, authenticate
 from app.errors import Forbidden
 from app.identity.actor import Actor
 from app.sandboxes.schemas import OWNER_PATTERN, TEMPLATE_PATTERN, SandboxPatch
+from app.sandboxes.states import SandboxState
 
 router = APIRouter(prefix=PREFIX, tags=["sdk-facade"], route_class=CompatRoute)
 
@@ -132,13 +133,13 @@ async def start_vm(
 
 @router.post("/vm/{upstream_id}/hibernate")
 async def hibernate_vm(upstream_id: UpstreamId, actor: Writer, rt: RuntimeDep) -> JSONResponse:
-    await service.stop(rt, actor, upstream_id, to_state="hibernated")
+    await service.stop(rt, actor, upstream_id, to_state=SandboxState.HIBERNATED)
     return ok({})
 
 
 @router.post("/vm/{upstream_id}/shutdown")
 async def shutdown_vm(upstream_id: UpstreamId, actor: Writer, rt: RuntimeDep) -> JSONResponse:
-    await service.stop(rt, actor, upstream_id, to_state="shutdown")
+    await service.stop(rt, actor, upstream_id, to_state=SandboxState.SHUTDOWN)
     return ok({})
 
 

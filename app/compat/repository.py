@@ -8,16 +8,15 @@ from sqlalchemy import ColumnElement, any_, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Sandbox
-
-# Sandboxes the upstream would not list: never created there, or deleted.
-HIDDEN_STATES = ("deleted", "failed")
+from app.sandboxes.states import FINAL
 
 
 def _visible(team_id: str, owner: str | None) -> list[ColumnElement[bool]]:
     conditions = [
         Sandbox.team_id == team_id,
         Sandbox.upstream_id.is_not(None),
-        Sandbox.state.not_in(HIDDEN_STATES),
+        # The upstream would not list these: never created there, or deleted.
+        Sandbox.state.not_in(FINAL),
     ]
     if owner is not None:
         conditions.append(Sandbox.owner == owner)

@@ -46,13 +46,14 @@ from app.audit import service as audit
 from app.compat import repository as compat_repository
 from app.compat.schemas import PRIVACY_NAMES, ForkRequest, StartRequest, sandbox_view, specs_of
 from app.db import transaction
-from app.errors import Forbidden, NotFound
+from app.errors import Forbidden, SandboxNotFound
 from app.identity.actor import Actor
 from app.models import Sandbox, Team
 from app.runtime import Runtime
-from app.sandboxes import creation, lifecycle, repository
+from app.sandboxes import access, creation, lifecycle, repository
 from app.sandboxes import service as sandboxes
 from app.sandboxes.schemas import SandboxCreate, SandboxFork, SandboxPatch
+from app.sandboxes.states import FINAL, SandboxState
 from app.sessions import service as sessions
 from app.usage import ledger
 
@@ -65,8 +66,9 @@ UPSTREAM_SCOPES = {
 }
 
 
-def not_found() -> NotFound:
-    return NotFound("Sandbox not found", kind="sandbox-not-found")
+def not_found() -> SandboxNotFound:
+    # The upstream's own wording, so the SDK reports it as it would the upstream's 404.
+    return SandboxNotFound("", detail="Sandbox not found")
 
 
 def acting(actor: Actor, owner_header: str | None) -> Actor:
@@ -86,12 +88,8 @@ def acting(actor: Actor, owner_header: str | None) -> Actor:
 
 
 def _visible(actor: Actor, sandbox: Sandbox | None) -> Sandbox:
-    if (
-        sandbox is None
-        or sandbox.team_id != actor.team_id
-        or (actor.owner is not None and sandbox.owner != actor.owner)
-        or sandbox.state in lifecycle.FINAL_STATES
-    ):
+    # The upstream lists no deleted sandbox, and never created a failed one.
+    if sandbox is None or not access.may_see(actor, sandbox) or sandbox.state in FINAL:
         raise not_found()
     return sandbox
 
@@ -165,7 +163,7 @@ async def _set_automatic_wakeup(rt: Runtime, actor: Actor, sandbox_id: str, http
         )
 
 
-async def stop(rt: Runtime, actor: Actor, upstream_id: str, *, to_state: str) -> None:
+async def stop(rt: Runtime, actor: Actor, upstream_id: str, *, to_state: SandboxState) -> None:
     sandbox = await resolve(rt, actor, upstream_id)
     await sandboxes.stop(rt, actor, sandbox.id, to_state=to_state)
 

@@ -4,23 +4,23 @@ repair writes a whole batch with a handful of statements, whatever the number of
 Claiming: API requests change the same rows concurrently, so a batch first claims its rows
 with `FOR UPDATE SKIP LOCKED`, and only those whose state (and tier) are still what the period
 loaded. A row that is locked or has moved on is left alone: the next period sees it afresh.
+
+State changes are not written here: they go through `app.sandboxes.transitions`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import TextClause, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import context
+from app import unnest
 from app.models import Drift, OrgPlan, ReconcileRun, Sandbox, SandboxEvent
 from app.reconcile.plan import Row
-
-LIVE_STATES = ("starting", "running", "unknown")
+from app.sandboxes.states import LIVE, sql_list
 
 _ROW_COLUMNS = (
     Sandbox.id,
@@ -46,7 +46,7 @@ def _row(values: Sequence[Any]) -> Row:
 
 
 _COLUMNS_SQL = ", ".join(f"s.{column.key}" for column in _ROW_COLUMNS)
-_LIVE_SQL = ", ".join(f"'{state}'" for state in LIVE_STATES)
+_LIVE_SQL = sql_list(LIVE)
 # The listed ids are joined, not tested with `upstream_id = ANY(...)`, which searches the array
 # linearly for every row: both sides hold 10,000 entries at scale.
 _LOAD = text(
@@ -61,11 +61,6 @@ async def load_rows(session: AsyncSession, upstream_ids: Sequence[str]) -> list[
     """Every live row, and every other row of a VM the poll listed."""
     result = await session.execute(_LOAD, {"ids": list(upstream_ids)})
     return [_row(values) for values in result]
-
-
-async def load_row(session: AsyncSession, sandbox_id: str) -> Row | None:
-    values = (await session.execute(select(*_ROW_COLUMNS).where(Sandbox.id == sandbox_id))).first()
-    return _row(values) if values is not None else None
 
 
 _CLAIM_SQL = (
@@ -98,94 +93,6 @@ async def claim(
         },
     )
     return {sandbox_id for (sandbox_id,) in result}
-
-
-def _unnest_insert(table: str, columns: dict[str, str]) -> TextClause:
-    """`INSERT INTO table (columns) SELECT … FROM unnest(one array per column)`: a whole
-    batch in one statement. `columns` maps each column to its SQL type; jsonb travels as text.
-    Table and column names are constants of this module, never input."""
-    arrays = ", ".join(
-        f"CAST(:{name} AS {'text' if kind == 'jsonb' else kind}[])"
-        for name, kind in columns.items()
-    )
-    values = ", ".join(
-        f"u.{name}::jsonb" if kind == "jsonb" else f"u.{name}" for name, kind in columns.items()
-    )
-    names = ", ".join(columns)
-    return text(
-        f"INSERT INTO {table} ({names}) SELECT {values}"  # noqa: S608
-        f" FROM unnest({arrays}) AS u({names})"
-    )
-
-
-def _params(columns: dict[str, str], rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
-    return {
-        name: [json.dumps(r[name]) if kind == "jsonb" else r[name] for r in rows]
-        for name, kind in columns.items()
-    }
-
-
-_EVENT_COLUMNS = {
-    "sandbox_id": "varchar",
-    "from_state": "varchar",
-    "to_state": "varchar",
-    "cause": "varchar",
-    "actor": "varchar",
-    "request_id": "varchar",
-    "detail": "jsonb",
-}
-_AUDIT_COLUMNS = {
-    "actor": "varchar",
-    "team_id": "varchar",
-    "action": "varchar",
-    "target": "varchar",
-    "cause": "varchar",
-    "request_id": "varchar",
-    "outcome": "varchar",
-    "detail": "jsonb",
-}
-_DRIFT_COLUMNS = {
-    "run_id": "bigint",
-    "at": "timestamptz",
-    "kind": "varchar",
-    "sandbox_id": "varchar",
-    "upstream_id": "varchar",
-    "action": "varchar",
-    "detail": "jsonb",
-}
-_INTERVAL_COLUMNS = {
-    "sandbox_id": "varchar",
-    "team_id": "varchar",
-    "owner": "varchar",
-    "tier": "varchar",
-    "credits_per_hour": "numeric",
-    "price_book_id": "bigint",
-    "started_at": "timestamptz",
-}
-_SANDBOX_COLUMNS = {
-    "id": "varchar",
-    "upstream_id": "varchar",
-    "team_id": "varchar",
-    "template": "varchar",
-    "tier": "varchar",
-    "hibernation_timeout_seconds": "int",
-    "state": "varchar",
-    "last_cause": "varchar",
-    "operation_id": "varchar",
-    "managed": "boolean",
-    "state_changed_at": "timestamptz",
-    "last_started_at": "timestamptz",
-    "last_seen_running_at": "timestamptz",
-    "upstream_last_active_at": "timestamptz",
-}
-_INSERT_EVENTS = _unnest_insert("sandbox_events", _EVENT_COLUMNS)
-_INSERT_AUDIT = _unnest_insert("audit_log", _AUDIT_COLUMNS)
-_INSERT_DRIFTS = _unnest_insert("drifts", _DRIFT_COLUMNS)
-_INSERT_INTERVALS = _unnest_insert("usage_intervals", _INTERVAL_COLUMNS)
-_INSERT_SANDBOXES = text(
-    _unnest_insert("sandboxes", _SANDBOX_COLUMNS).text
-    + " ON CONFLICT (upstream_id) DO NOTHING RETURNING id"
-)
 
 
 _SIGHTINGS_SQL = (
@@ -246,117 +153,21 @@ async def record_misses(
     )
 
 
-async def mark_stopped(
-    session: AsyncSession, stops: Sequence[tuple[str, datetime]], *, state: str, cause: str
-) -> None:
-    """Claimed rows leave `running` at their time (the ledger is closed separately)."""
-    await session.execute(
-        text(
-            "UPDATE sandboxes s SET state = :state, last_cause = :cause,"
-            " state_changed_at = u.at, updated_at = now(), reservation_expires_at = NULL,"
-            " missed_polls = 0"
-            " FROM unnest(CAST(:ids AS varchar[]), CAST(:ats AS timestamptz[])) AS u(id, at)"
-            " WHERE s.id = u.id"
-        ),
-        {
-            "ids": [x[0] for x in stops],
-            "ats": [x[1] for x in stops],
-            "state": state,
-            "cause": cause,
-        },
-    )
-
-
-async def mark_running(
-    session: AsyncSession,
-    starts: Sequence[tuple[str, datetime, str, datetime | None]],
-    *,
-    seen_at: datetime,
-    cause: str,
-) -> None:
-    """Claimed rows enter `running` at their time, at their tier, seen now (the ledger is
-    opened separately)."""
-    await session.execute(
-        text(
-            "UPDATE sandboxes s SET state = 'running', last_cause = :cause, tier = u.tier,"
-            " state_changed_at = u.at, last_started_at = u.at, updated_at = now(),"
-            " reservation_expires_at = NULL, last_seen_running_at = :seen_at,"
-            " upstream_last_active_at = u.active, missed_polls = 0"
-            " FROM unnest(CAST(:ids AS varchar[]), CAST(:ats AS timestamptz[]),"
-            "  CAST(:tiers AS varchar[]), CAST(:active AS timestamptz[]))"
-            "  AS u(id, at, tier, active)"
-            " WHERE s.id = u.id"
-        ),
-        {
-            "ids": [x[0] for x in starts],
-            "ats": [x[1] for x in starts],
-            "tiers": [x[2] for x in starts],
-            "active": [x[3] for x in starts],
-            "seen_at": seen_at,
-            "cause": cause,
-        },
-    )
-
-
-async def set_tiers(session: AsyncSession, tiers: Sequence[tuple[str, str]]) -> None:
-    await session.execute(
-        text(
-            "UPDATE sandboxes s SET tier = u.tier, updated_at = now()"
-            " FROM unnest(CAST(:ids AS varchar[]), CAST(:tiers AS varchar[])) AS u(id, tier)"
-            " WHERE s.id = u.id"
-        ),
-        {"ids": [x[0] for x in tiers], "tiers": [x[1] for x in tiers]},
-    )
-
-
-async def insert_sandboxes(session: AsyncSession, values: list[dict[str, Any]]) -> set[str]:
-    """Insert new rows; a row whose upstream id got a row meanwhile is skipped. Returns the ids
-    inserted."""
-    if not values:
-        return set()
-    result = await session.execute(_INSERT_SANDBOXES, _params(_SANDBOX_COLUMNS, values))
-    return {sandbox_id for (sandbox_id,) in result}
-
-
-async def close_intervals(
-    session: AsyncSession, ends: Sequence[tuple[str, datetime]], cause: str
-) -> None:
-    """Close each sandbox's open interval at its time (never before the interval's start)."""
-    if not ends:
-        return
-    await session.execute(
-        text(
-            "UPDATE usage_intervals i SET ended_at = greatest(i.started_at, u.at),"
-            " end_cause = :cause"
-            " FROM unnest(CAST(:ids AS varchar[]), CAST(:ats AS timestamptz[])) AS u(id, at)"
-            " WHERE i.sandbox_id = u.id AND i.ended_at IS NULL"
-        ),
-        {"ids": [e[0] for e in ends], "ats": [e[1] for e in ends], "cause": cause},
-    )
-
-
-async def open_intervals(session: AsyncSession, values: list[dict[str, Any]]) -> None:
-    if values:
-        await session.execute(_INSERT_INTERVALS, _params(_INTERVAL_COLUMNS, values))
-
-
-async def add_events(session: AsyncSession, values: list[dict[str, Any]]) -> None:
-    if values:
-        request_id = context.request_id.get()
-        rows = [{**v, "request_id": request_id} for v in values]
-        await session.execute(_INSERT_EVENTS, _params(_EVENT_COLUMNS, rows))
-
-
-async def add_audit(session: AsyncSession, values: list[dict[str, Any]]) -> None:
-    if values:
-        request_id = context.request_id.get()
-        rows = [{**v, "request_id": request_id} for v in values]
-        await session.execute(_INSERT_AUDIT, _params(_AUDIT_COLUMNS, rows))
+_DRIFT_COLUMNS = {
+    "run_id": "bigint",
+    "at": "timestamptz",
+    "kind": "varchar",
+    "sandbox_id": "varchar",
+    "upstream_id": "varchar",
+    "action": "varchar",
+    "detail": "jsonb",
+}
+_INSERT_DRIFTS = text(unnest.insert("drifts", _DRIFT_COLUMNS))
 
 
 async def add_drifts(session: AsyncSession, values: list[dict[str, Any]]) -> None:
     if values:
-        await session.execute(_INSERT_DRIFTS, _params(_DRIFT_COLUMNS, values))
+        await session.execute(_INSERT_DRIFTS, unnest.params(_DRIFT_COLUMNS, values))
 
 
 async def start_run(session: AsyncSession, replica: str, started_at: datetime) -> int:

@@ -15,16 +15,18 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+from app import clock
 from app.admission import service as admission
-from app.audit import service as audit
 from app.db import transaction
-from app.errors import Conflict, Forbidden, Unprocessable
+from app.errors import Forbidden, InvalidState, Unprocessable
 from app.identity import service as identity_service
 from app.identity.actor import Actor
 from app.models import Sandbox
 from app.runtime import Runtime
-from app.sandboxes import lifecycle, repository
+from app.sandboxes import access, lifecycle, transitions
 from app.sandboxes.schemas import TAG_PATTERN, SandboxCreate, SandboxFork
+from app.sandboxes.states import FINAL, SandboxState
+from app.sandboxes.transitions import Audit, Birth
 from app.upstream.errors import UpstreamError, UpstreamNotFound, UpstreamUnavailable
 from app.upstream.problems import to_problem
 
@@ -108,7 +110,7 @@ async def create(
     The fork is never retried blindly: when its answer is lost, the sandbox is looked up by
     its operation tag instead, so a lost answer never makes a second sandbox."""
     operation_id = uuid.uuid4().hex
-    at = lifecycle.now()
+    at = clock.now()
     sandbox = Sandbox(
         id=new_sandbox_id(),
         upstream_id=None,
@@ -121,7 +123,7 @@ async def create(
         privacy=PRIVACY[spec.privacy],
         automatic_wakeup=spec.automatic_wakeup,
         tags=spec.tags,
-        state="starting",
+        state=SandboxState.STARTING,
         last_cause="api",
         operation_id=operation_id,
         reservation_expires_at=at + timedelta(seconds=rt.settings.reservation_ttl_seconds),
@@ -130,6 +132,9 @@ async def create(
         created_at=at,
         updated_at=at,
         state_changed_at=at,
+        last_started_at=None,
+        last_seen_running_at=None,
+        upstream_last_active_at=None,
     )
     async with transaction(rt.sessions) as session:
         if spec.start:
@@ -138,11 +143,16 @@ async def create(
             )
         else:
             await identity_service.get_team(session, spec.team_id)
-        await repository.insert_reserved(
+        await transitions.insert(
             session,
-            sandbox,
-            actor=actor.key_id,
-            detail={"template": spec.template, "operation_id": operation_id},
+            [
+                Birth(
+                    sandbox,
+                    cause="api",
+                    actor=actor.key_id,
+                    detail={"template": spec.template, "operation_id": operation_id},
+                )
+            ],
         )
 
     fork, err = await lifecycle.call_upstream(
@@ -160,10 +170,12 @@ async def create(
         if isinstance(err, UpstreamUnavailable) and err.maybe_applied:
             upstream_id, lookup_failed = await _find_by_operation(rt, operation_id)
             if upstream_id is None and lookup_failed:
-                await _settle_create_failure(rt, actor, sandbox.id, err, to_state="unknown")
+                await _settle_create_failure(
+                    rt, actor, sandbox.id, err, to_state=SandboxState.UNKNOWN
+                )
                 raise to_problem(err, sandbox_id=sandbox.id)
         if upstream_id is None:
-            await _settle_create_failure(rt, actor, sandbox.id, err, to_state="failed")
+            await _settle_create_failure(rt, actor, sandbox.id, err, to_state=SandboxState.FAILED)
             if isinstance(err, UpstreamNotFound):
                 raise Unprocessable(
                     f"Template {spec.template!r} does not exist upstream.",
@@ -178,27 +190,23 @@ async def create(
         )
     async with transaction(rt.sessions) as session:
         sandbox = await lifecycle.reload(session, sandbox.id)
-        sandbox.upstream_id = upstream_id
-        await lifecycle.transition(session, sandbox, "shutdown", cause="api", actor=actor.key_id)
-        await audit.record_sandbox(
+        await transitions.move(
             session,
             sandbox,
+            SandboxState.SHUTDOWN,
+            cause="api",
             actor=actor.key_id,
-            action="sandbox.create",
-            detail={"upstream_id": upstream_id, "start": False},
+            upstream_id=upstream_id,
+            audit=Audit("sandbox.create", {"upstream_id": upstream_id, "start": False}),
         )
     return lifecycle.Outcome(sandbox)
 
 
 async def fork(rt: Runtime, actor: Actor, source_id: str, body: SandboxFork) -> lifecycle.Outcome:
     async with transaction(rt.sessions) as session:
-        source = await lifecycle.load(session, actor, source_id, lock=False)
-        if source.upstream_id is None or source.state in lifecycle.FINAL_STATES:
-            raise Conflict(
-                f"Sandbox {source_id!r} is {source.state} and cannot be forked.",
-                kind="invalid-state",
-                extra={"state": source.state},
-            )
+        source = await access.load(session, actor, source_id)
+        if source.upstream_id is None or source.state in FINAL:
+            raise InvalidState(source_id, source.state, cannot="be forked")
     spec = CreateSpec(
         team_id=source.team_id,
         owner=_owner_for(actor, body.owner) or source.owner,
@@ -228,23 +236,20 @@ async def _find_by_operation(rt: Runtime, operation_id: str) -> tuple[str | None
 
 
 async def _settle_create_failure(
-    rt: Runtime, actor: Actor, sandbox_id: str, err: UpstreamError, *, to_state: str
+    rt: Runtime, actor: Actor, sandbox_id: str, err: UpstreamError, *, to_state: SandboxState
 ) -> None:
     async with transaction(rt.sessions) as session:
         sandbox = await lifecycle.reload(session, sandbox_id)
-        await lifecycle.transition(
+        await transitions.move(
             session,
             sandbox,
             to_state,
             cause="api",
             actor=actor.key_id,
             detail={"error": err.operation, "upstream_status": err.status},
-        )
-        await audit.record_sandbox(
-            session,
-            sandbox,
-            actor=actor.key_id,
-            action="sandbox.create",
-            outcome="error",
-            detail={"upstream_status": err.status, "state": to_state},
+            audit=Audit(
+                "sandbox.create",
+                {"upstream_status": err.status, "state": str(to_state)},
+                outcome="error",
+            ),
         )

@@ -21,6 +21,7 @@ from app.sandboxes.schemas import (
     SandboxPatch,
     State,
 )
+from app.sandboxes.states import SandboxState
 from app.tiers import Tier
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
@@ -109,14 +110,14 @@ async def start_sandbox(sandbox_id: SandboxId, actor: SandboxWriter, rt: Runtime
 async def hibernate_sandbox(
     sandbox_id: SandboxId, actor: SandboxWriter, rt: RuntimeDep
 ) -> SandboxOut:
-    return _out(await service.stop(rt, actor, sandbox_id, to_state="hibernated"))
+    return _out(await service.stop(rt, actor, sandbox_id, to_state=SandboxState.HIBERNATED))
 
 
 @router.post("/{sandbox_id}/shutdown", response_model=SandboxOut)
 async def shutdown_sandbox(
     sandbox_id: SandboxId, actor: SandboxWriter, rt: RuntimeDep
 ) -> SandboxOut:
-    return _out(await service.stop(rt, actor, sandbox_id, to_state="shutdown"))
+    return _out(await service.stop(rt, actor, sandbox_id, to_state=SandboxState.SHUTDOWN))
 
 
 @router.post("/{sandbox_id}/restart", response_model=SandboxOut)

@@ -5,16 +5,12 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import ARRAY, Select, String, and_, bindparam, insert, or_, select, text
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import context
 from app.errors import BadRequest
-from app.models import Sandbox, SandboxEvent, table_of
-from app.tiers import LIST_CREDITS_PER_HOUR
+from app.models import Sandbox, SandboxEvent
 
 
 def _scoped(team_id: str | None) -> Select[Sandbox]:
@@ -91,144 +87,6 @@ async def page(
     rows = list(await session.scalars(query))
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor
-
-
-# Built once, on the table rather than the mapped class: compiled once, and no ORM bulk path.
-_ADD_EVENT = insert(table_of(SandboxEvent))
-
-# A new reservation and its first event, in one round trip.
-_RESERVE = text(
-    """
-    WITH reserved AS (
-        INSERT INTO sandboxes (
-            id, team_id, owner, title, template, tier, hibernation_timeout_seconds, privacy,
-            automatic_wakeup, tags, state, last_cause, operation_id, reservation_expires_at,
-            managed, missed_polls, created_at, updated_at, state_changed_at
-        ) VALUES (
-            :id, :team_id, :owner, :title, :template, :tier, :hibernation_timeout_seconds,
-            :privacy, :automatic_wakeup, :tags, :state, :last_cause, :operation_id,
-            :reservation_expires_at, :managed, :missed_polls, :created_at, :updated_at,
-            :state_changed_at
-        )
-        RETURNING id, state, last_cause
-    )
-    INSERT INTO sandbox_events (sandbox_id, from_state, to_state, cause, actor, request_id, detail)
-    SELECT id, NULL, state, last_cause, :actor, :request_id, :detail FROM reserved
-    """
-).bindparams(bindparam("tags", type_=ARRAY(String)), bindparam("detail", type_=JSONB))
-_RESERVED_COLUMNS = (
-    "id", "team_id", "owner", "title", "template", "tier", "hibernation_timeout_seconds",
-    "privacy", "automatic_wakeup", "tags", "state", "last_cause", "operation_id",
-    "reservation_expires_at", "managed", "missed_polls", "created_at", "updated_at",
-    "state_changed_at",
-)  # fmt: skip
-
-
-async def add_event(
-    session: AsyncSession,
-    sandbox: Sandbox,
-    *,
-    from_state: str | None,
-    cause: str,
-    actor: str | None,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    # A plain INSERT, not the unit of work: events are written once and never read back here.
-    await session.execute(
-        _ADD_EVENT,
-        {
-            "sandbox_id": sandbox.id,
-            "from_state": from_state,
-            "to_state": sandbox.state,
-            "cause": cause,
-            "actor": actor,
-            "request_id": context.request_id.get(),
-            "detail": detail or {},
-        },
-    )
-
-
-async def insert_reserved(
-    session: AsyncSession, sandbox: Sandbox, *, actor: str | None, detail: dict[str, Any]
-) -> None:
-    """Insert a new sandbox, every column given (it stays a plain object, never loaded), with
-    the event of its first state."""
-    values = {column: getattr(sandbox, column) for column in _RESERVED_COLUMNS}
-    await session.execute(
-        _RESERVE,
-        {**values, "actor": actor, "request_id": context.request_id.get(), "detail": detail},
-    )
-
-
-# A start that succeeded, settled in one statement: the row leaves `starting` for `running`,
-# and its usage interval (priced by the version in force, as `ledger.open_interval` does), its
-# event and its audit row are written with it. It changes nothing unless the row is still
-# `starting`, so a reservation the reconciler has settled meanwhile is left to the caller.
-_SETTLE_RUNNING = text(
-    """
-    WITH settled AS (
-        UPDATE sandboxes
-           SET state = 'running', last_cause = :cause, upstream_id = :upstream_id,
-               state_changed_at = :at, updated_at = :at, last_started_at = :at,
-               reservation_expires_at = NULL
-         WHERE id = :id AND state = 'starting'
-        RETURNING *
-    ),
-    version AS (
-        SELECT id, credits_per_hour FROM price_books WHERE effective_from <= :at
-         ORDER BY effective_from DESC LIMIT 1
-    ),
-    opened AS (
-        INSERT INTO usage_intervals
-               (sandbox_id, team_id, owner, tier, credits_per_hour, price_book_id, started_at)
-        SELECT s.id, s.team_id, s.owner, s.tier,
-               coalesce((v.credits_per_hour ->> s.tier)::numeric, :list_rate), v.id, :at
-          FROM settled s LEFT JOIN version v ON true
-    ),
-    event AS (
-        INSERT INTO sandbox_events
-               (sandbox_id, from_state, to_state, cause, actor, request_id, detail)
-        SELECT id, 'starting', 'running', :cause, :actor, :request_id, :detail FROM settled
-    ),
-    audited AS (
-        INSERT INTO audit_log
-               (actor, team_id, action, target, cause, request_id, outcome, detail)
-        SELECT :actor, team_id, :action, id, :cause, :request_id, 'ok', :detail FROM settled
-    )
-    SELECT * FROM settled
-    """
-).bindparams(bindparam("detail", type_=JSONB))
-
-
-async def settle_running(
-    conn: AsyncConnection,
-    sandbox: Sandbox,
-    *,
-    upstream_id: str,
-    at: datetime,
-    actor: str | None,
-    action: str,
-    detail: dict[str, Any],
-) -> Sandbox | None:
-    """Settle a `starting` reservation as running (see `_SETTLE_RUNNING`); None, changing
-    nothing, when the row is no longer `starting`."""
-    row = (
-        await conn.execute(
-            _SETTLE_RUNNING,
-            {
-                "id": sandbox.id,
-                "upstream_id": upstream_id,
-                "at": at,
-                "cause": "api",
-                "actor": actor,
-                "action": action,
-                "request_id": context.request_id.get(),
-                "detail": detail,
-                "list_rate": LIST_CREDITS_PER_HOUR[sandbox.tier],
-            },
-        )
-    ).first()
-    return None if row is None else Sandbox(**row._mapping)
 
 
 async def events(session: AsyncSession, sandbox_id: str) -> list[SandboxEvent]:

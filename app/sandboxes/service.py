@@ -1,6 +1,6 @@
 """The lifecycle verbs on an existing sandbox: get, start, restart, hibernate/shutdown, update,
-delete, events. States, transitions and phases are described in `lifecycle`; creating is in
-`creation`.
+delete, events. Phases are described in `lifecycle`, what a transition writes in
+`transitions`; creating is in `creation`.
 """
 
 from __future__ import annotations
@@ -9,27 +9,31 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from app import clock
 from app.admission import service as admission
 from app.audit import service as audit
 from app.db import transaction
-from app.errors import Conflict
+from app.errors import Conflict, InvalidState
 from app.identity.actor import Actor
 from app.models import Sandbox
 from app.runtime import Runtime
-from app.sandboxes import lifecycle, repository
+from app.sandboxes import access, lifecycle, repository, transitions
 from app.sandboxes.schemas import Accrued, SandboxPatch
+from app.sandboxes.states import FINAL, STOPPED, SandboxState
+from app.sandboxes.transitions import Audit, Move
 from app.upstream.errors import UpstreamNotFound
 from app.upstream.problems import to_problem
-from app.usage import ledger, statements
+from app.usage import statements
+
+# A stop is asked of a sandbox in one of these; `unknown` may be running upstream.
+STOPPABLE = frozenset({SandboxState.RUNNING, SandboxState.UNKNOWN})
 
 
 async def get(rt: Runtime, actor: Actor, sandbox_id: str) -> tuple[Sandbox, Accrued]:
     async with transaction(rt.sessions) as session:
-        sandbox = await lifecycle.load(session, actor, sandbox_id, lock=False)
+        sandbox = await access.load(session, actor, sandbox_id)
         # Priced like its cost statement: per started minute, by the price-book version(s).
-        total = await statements.accrued(session, sandbox.id, lifecycle.now())
+        total = await statements.accrued(session, sandbox.id, clock.now())
     return sandbox, Accrued(
         seconds=total.seconds.quantize(Decimal("0.001")),
         billed_minutes=total.billed_minutes,
@@ -38,30 +42,45 @@ async def get(rt: Runtime, actor: Actor, sandbox_id: str) -> tuple[Sandbox, Accr
     )
 
 
+def _audit_action(action: str) -> str:
+    """The audit action of a start: a restart is audited as one; any other start (a session's
+    wake-up included) as a start."""
+    return "sandbox.restart" if action == "restart" else "sandbox.start"
+
+
 async def start(
     rt: Runtime, actor: Actor, sandbox_id: str, *, action: str = "start"
 ) -> lifecycle.Outcome:
+    """`action` is what admission counts the start as (`start`, `restart`, `session`)."""
     async with transaction(rt.sessions) as session:
         # Lock order: the org row (inside admit) before the sandbox row; see admission.
-        sandbox = await lifecycle.load(session, actor, sandbox_id, lock=False)
+        sandbox = await access.load(session, actor, sandbox_id)
         _check_startable(sandbox)
-        if sandbox.state != "running":
+        if sandbox.state != SandboxState.RUNNING:
             await admission.admit(
                 session, sandbox.team_id, owner=sandbox.owner, tier=sandbox.tier, action=action
             )
-        sandbox = await lifecycle.load(session, actor, sandbox_id, lock=True)
+        sandbox = await access.load(session, actor, sandbox_id, lock=True)
         _check_startable(sandbox)
-        previous = sandbox.state
-        if previous != "running":
-            await _reserve(rt, session, sandbox, actor)
-    if previous == "running":
-        return await _start_running(rt, actor, sandbox)
+        previous = SandboxState(sandbox.state)
+        if previous != SandboxState.RUNNING:
+            await transitions.move(
+                session,
+                sandbox,
+                SandboxState.STARTING,
+                cause="api",
+                actor=actor.key_id,
+                reservation_expires_at=clock.now()
+                + timedelta(seconds=rt.settings.reservation_ttl_seconds),
+            )
+    if previous == SandboxState.RUNNING:
+        return await _start_running(rt, actor, sandbox, action=_audit_action(action))
     assert sandbox.upstream_id is not None
     return await lifecycle.start_reserved(
         rt,
         actor,
         sandbox,
-        action="sandbox.start",
+        action=_audit_action(action),
         revert_to=previous,
         upstream_id=sandbox.upstream_id,
     )
@@ -79,86 +98,74 @@ def _require_upstream_id(sandbox: Sandbox) -> None:
 
 
 def _check_startable(sandbox: Sandbox) -> None:
-    if sandbox.state in lifecycle.FINAL_STATES or sandbox.state in ("starting", "unknown"):
-        raise Conflict(
-            f"Sandbox {sandbox.id!r} is {sandbox.state}; it cannot be started now.",
-            kind="invalid-state",
-            extra={"state": sandbox.state},
-        )
+    if sandbox.state in FINAL or sandbox.state in (SandboxState.STARTING, SandboxState.UNKNOWN):
+        raise InvalidState(sandbox.id, sandbox.state, cannot="be started")
 
 
-async def _reserve(rt: Runtime, session: AsyncSession, sandbox: Sandbox, actor: Actor) -> None:
-    sandbox.reservation_expires_at = lifecycle.now() + timedelta(
-        seconds=rt.settings.reservation_ttl_seconds
-    )
-    await lifecycle.transition(session, sandbox, "starting", cause="api", actor=actor.key_id)
-
-
-async def _start_running(rt: Runtime, actor: Actor, sandbox: Sandbox) -> lifecycle.Outcome:
+async def _start_running(
+    rt: Runtime, actor: Actor, sandbox: Sandbox, *, action: str
+) -> lifecycle.Outcome:
     """Start a sandbox Corral believes running: the upstream answers RUNNING, or tells us it
     had stopped on its own (RESUME/CLEAN), in which case the ledger is corrected."""
-    assert sandbox.upstream_id is not None
+    upstream_id = sandbox.upstream_id
+    assert upstream_id is not None
     started, err = await lifecycle.call_upstream(
-        lambda: rt.upstream.start(sandbox.upstream_id or "", lifecycle.start_options(sandbox))
+        lambda: rt.upstream.start(upstream_id, lifecycle.start_options(sandbox))
     )
     if err is not None:
         raise to_problem(err, sandbox_id=sandbox.id)
     assert started is not None
+    detail = {"bootup_type": started.bootup_type}
     async with transaction(rt.sessions) as session:
         row = await lifecycle.reload(session, sandbox.id)
-        if started.bootup_type != "RUNNING" and row.state == "running":
+        if started.bootup_type != "RUNNING" and row.state == SandboxState.RUNNING:
             # It had stopped upstream unseen: close the stale interval, open a fresh one.
-            at = lifecycle.now()
-            await lifecycle.transition(
-                session, row, "hibernated", cause="upstream", actor=None, at=at
+            at = clock.now()
+            await transitions.move(
+                session, row, SandboxState.HIBERNATED, cause="upstream", actor=None, at=at
             )
-            await lifecycle.transition(
+            await transitions.move(
                 session,
                 row,
-                "running",
+                SandboxState.RUNNING,
                 cause="api",
                 actor=actor.key_id,
                 at=at,
-                detail={"bootup_type": started.bootup_type},
+                detail=detail,
+                audit=Audit(action, detail),
             )
-        await audit.record_sandbox(
-            session,
-            row,
-            actor=actor.key_id,
-            action="sandbox.start",
-            detail={"bootup_type": started.bootup_type},
-        )
+        else:
+            await audit.record_sandbox(
+                session, row, actor=actor.key_id, action=action, detail=detail
+            )
     return lifecycle.Outcome(row, started.bootup_type, started)
 
 
 async def restart(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outcome:
     """Shutdown then start, like the upstream SDK: the VM boots CLEAN on the latest agent."""
     async with transaction(rt.sessions) as session:
-        sandbox = await lifecycle.load(session, actor, sandbox_id, lock=True)
+        sandbox = await access.load(session, actor, sandbox_id, lock=True)
         _check_startable(sandbox)
-    if sandbox.state == "running":
-        await stop(rt, actor, sandbox_id, to_state="shutdown")
+    if sandbox.state == SandboxState.RUNNING:
+        await stop(rt, actor, sandbox_id, to_state=SandboxState.SHUTDOWN)
     return await start(rt, actor, sandbox_id, action="restart")
 
 
 async def stop(
-    rt: Runtime, actor: Actor, sandbox_id: str, *, to_state: str, cause: str = "api"
+    rt: Runtime, actor: Actor, sandbox_id: str, *, to_state: SandboxState, cause: str = "api"
 ) -> lifecycle.Outcome:
     """Hibernate or shut down. A sandbox that is already stopped is answered as it is; one
     the upstream reports not running (404) had stopped on its own, and is recorded so.
     `cause` is why Corral stops it (`api`, or `budget`/`admin` for automatic stops), recorded
     in the event and the audit row."""
-    verb = "hibernate" if to_state == "hibernated" else "shutdown"
+    to_state = SandboxState(to_state)
+    verb = "hibernate" if to_state == SandboxState.HIBERNATED else "shutdown"
     async with transaction(rt.sessions) as session:
-        sandbox = await lifecycle.load(session, actor, sandbox_id, lock=False)
-        if sandbox.state in lifecycle.STOPPED_STATES:
+        sandbox = await access.load(session, actor, sandbox_id)
+        if sandbox.state in STOPPED:
             return lifecycle.Outcome(sandbox)
-        if sandbox.state not in ("running", "unknown"):
-            raise Conflict(
-                f"Sandbox {sandbox_id!r} is {sandbox.state}; it cannot {verb} now.",
-                kind="invalid-state",
-                extra={"state": sandbox.state},
-            )
+        if sandbox.state not in STOPPABLE:
+            raise InvalidState(sandbox_id, sandbox.state, cannot=verb)
     _require_upstream_id(sandbox)
     upstream_id = sandbox.upstream_id
     assert upstream_id is not None
@@ -176,26 +183,41 @@ async def stop(
                 detail={"upstream_status": err.status},
             )
         raise to_problem(err, sandbox_id=sandbox_id)
+    # Done, or found already done upstream: the upstream's own move, asked for by the caller.
+    already_stopped = isinstance(err, UpstreamNotFound)
+    asked = Audit(f"sandbox.{verb}", actor=actor.key_id, cause=cause)
+    change = Move(
+        sandbox_id=sandbox_id,
+        from_state=SandboxState(sandbox.state),
+        to_state=to_state,
+        tier=sandbox.tier,
+        at=clock.now(),
+        cause="upstream" if already_stopped else cause,
+        actor=None if already_stopped else actor.key_id,
+        detail={"upstream": "not running"} if already_stopped else {},
+        audit=asked,
+    )
+    settled = await transitions.settle(rt.engine, change)
+    if settled is not None:
+        return lifecycle.Outcome(settled)
+    # The row moved meanwhile (the reconciler saw the stop first): settle it under its lock.
     async with transaction(rt.sessions) as session:
-        sandbox = await lifecycle.reload(session, sandbox_id)
-        if sandbox.state in ("running", "unknown"):
-            already_stopped = isinstance(err, UpstreamNotFound)
-            await lifecycle.transition(
+        row = await lifecycle.reload(session, sandbox_id)
+        if row.state in STOPPABLE:
+            await transitions.move(
                 session,
-                sandbox,
+                row,
                 to_state,
-                cause="upstream" if already_stopped else cause,
-                actor=None if already_stopped else actor.key_id,
-                detail={"upstream": "not running"} if already_stopped else None,
+                cause=change.cause,
+                actor=change.actor,
+                detail=change.detail,
+                audit=asked,
             )
-        await audit.record_sandbox(
-            session,
-            sandbox,
-            actor=actor.key_id,
-            action=f"sandbox.{verb}",
-            cause=cause,
-        )
-    return lifecycle.Outcome(sandbox)
+        else:
+            await audit.record_sandbox(
+                session, row, actor=actor.key_id, action=asked.action, cause=cause
+            )
+    return lifecycle.Outcome(row)
 
 
 async def update(
@@ -205,17 +227,13 @@ async def update(
     change splits the usage interval), and otherwise at the next start."""
     changes = body.model_dump(exclude_unset=True)
     async with transaction(rt.sessions) as session:
-        sandbox = await lifecycle.load(session, actor, sandbox_id, lock=False)
-        if sandbox.state in lifecycle.FINAL_STATES or sandbox.state == "starting":
-            raise Conflict(
-                f"Sandbox {sandbox_id!r} is {sandbox.state}; it cannot be changed now.",
-                kind="invalid-state",
-                extra={"state": sandbox.state},
-            )
+        sandbox = await access.load(session, actor, sandbox_id)
+        if sandbox.state in FINAL or sandbox.state == SandboxState.STARTING:
+            raise InvalidState(sandbox_id, sandbox.state, cannot="be changed")
         _require_upstream_id(sandbox)
         if changes.get("tier") not in (None, sandbox.tier):
             await admission.check_resize(session, sandbox, changes["tier"])
-    running = sandbox.state == "running"
+    running = sandbox.state == SandboxState.RUNNING
     upstream_id = sandbox.upstream_id or ""
     tier = changes.get("tier")
     timeout = changes.get("hibernation_timeout_seconds")
@@ -229,23 +247,31 @@ async def update(
         )
         if err is not None:
             raise to_problem(err, sandbox_id=sandbox_id)
+    detail = {k: v for k, v in changes.items() if k != "title"}
     async with transaction(rt.sessions) as session:
         sandbox = await lifecycle.reload(session, sandbox_id)
         if "title" in changes:
             sandbox.title = changes["title"]
         if timeout is not None:
             sandbox.hibernation_timeout_seconds = timeout
-        if tier is not None and tier != sandbox.tier:
+        sandbox.updated_at = clock.now()
+        if tier is not None and tier != sandbox.tier and sandbox.state == SandboxState.RUNNING:
+            # A live resize is a move from running to running that splits the interval.
+            await transitions.move(
+                session,
+                sandbox,
+                SandboxState.RUNNING,
+                cause="api",
+                actor=actor.key_id,
+                tier=tier,
+                detail={"from_tier": sandbox.tier, "to_tier": tier},
+                audit=Audit("sandbox.update", detail),
+            )
+            return lifecycle.Outcome(sandbox)
+        if tier is not None:
             sandbox.tier = tier
-            if sandbox.state == "running":
-                await ledger.split_interval(session, sandbox, lifecycle.now(), "resize")
-        sandbox.updated_at = lifecycle.now()
         await audit.record_sandbox(
-            session,
-            sandbox,
-            actor=actor.key_id,
-            action="sandbox.update",
-            detail={k: v for k, v in changes.items() if k != "title"},
+            session, sandbox, actor=actor.key_id, action="sandbox.update", detail=detail
         )
     return lifecycle.Outcome(sandbox)
 
@@ -253,17 +279,13 @@ async def update(
 async def delete(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outcome:
     """Shut down if running, delete upstream, keep the record and its usage."""
     async with transaction(rt.sessions) as session:
-        sandbox = await lifecycle.load(session, actor, sandbox_id, lock=False)
-        if sandbox.state == "deleted":
+        sandbox = await access.load(session, actor, sandbox_id)
+        if sandbox.state == SandboxState.DELETED:
             return lifecycle.Outcome(sandbox)
-        if sandbox.state == "starting":
-            raise Conflict(
-                f"Sandbox {sandbox_id!r} is starting; delete it once it has settled.",
-                kind="invalid-state",
-                extra={"state": sandbox.state},
-            )
-    if sandbox.state in ("running", "unknown"):
-        await stop(rt, actor, sandbox_id, to_state="shutdown")
+        if sandbox.state == SandboxState.STARTING:
+            raise InvalidState(sandbox_id, sandbox.state, cannot="be deleted")
+    if sandbox.state in STOPPABLE:
+        await stop(rt, actor, sandbox_id, to_state=SandboxState.SHUTDOWN)
     if sandbox.upstream_id is not None:
         upstream_id = sandbox.upstream_id
         _, err = await lifecycle.call_upstream(lambda: rt.upstream.delete(upstream_id))
@@ -271,18 +293,22 @@ async def delete(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outcom
             raise to_problem(err, sandbox_id=sandbox_id)
     async with transaction(rt.sessions) as session:
         sandbox = await lifecycle.reload(session, sandbox_id)
-        if sandbox.state != "deleted":
-            await lifecycle.transition(session, sandbox, "deleted", cause="api", actor=actor.key_id)
-        await audit.record_sandbox(
-            session,
-            sandbox,
-            actor=actor.key_id,
-            action="sandbox.delete",
-        )
+        asked = Audit("sandbox.delete")
+        if sandbox.state != SandboxState.DELETED:
+            await transitions.move(
+                session,
+                sandbox,
+                SandboxState.DELETED,
+                cause="api",
+                actor=actor.key_id,
+                audit=asked,
+            )
+        else:
+            await audit.record_sandbox(session, sandbox, actor=actor.key_id, action=asked.action)
     return lifecycle.Outcome(sandbox)
 
 
 async def events(rt: Runtime, actor: Actor, sandbox_id: str) -> list[Any]:
     async with transaction(rt.sessions) as session:
-        sandbox = await lifecycle.load(session, actor, sandbox_id, lock=False)
+        sandbox = await access.load(session, actor, sandbox_id)
         return await repository.events(session, sandbox.id)

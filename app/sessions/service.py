@@ -26,19 +26,20 @@ import base64
 import hashlib
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import metrics
+from app import clock, metrics
 from app.audit import service as audit
 from app.db import transaction
-from app.errors import Conflict, Forbidden, NotFound, TooManyRequests
+from app.errors import Forbidden, InvalidState, TooManyRequests
 from app.identity.actor import Actor
 from app.models import BrowserSession, Sandbox
 from app.runtime import Runtime
-from app.sandboxes import repository as sandboxes_repository
+from app.sandboxes import access
 from app.sandboxes import service as sandboxes
+from app.sandboxes.states import FINAL
 from app.sessions import repository, tokens
 from app.sessions.schemas import (
     BrowserTokenCreate,
@@ -52,11 +53,6 @@ from app.upstream.problems import to_problem
 from app.upstream.schemas import SessionResult, StartResult
 
 SESSION_ID_LENGTH = 20
-UNUSABLE_STATES = ("deleted", "failed")
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def session_id_for(team_id: str, user: str) -> str:
@@ -100,22 +96,9 @@ def authorise_read(actor: Actor) -> None:
         raise Forbidden("This key lacks the 'sessions:read' scope.", kind="missing-scope")
 
 
-async def visible_sandbox(session: AsyncSession, actor: Actor, sandbox_id: str) -> Sandbox:
-    """The sandbox if the actor's team (and owner binding) may see it, else 404."""
-    team = None if actor.is_admin else actor.team_id
-    sandbox = await sandboxes_repository.get(session, sandbox_id, team_id=team)
-    if sandbox is None or (actor.owner is not None and sandbox.owner != actor.owner):
-        raise NotFound(f"Sandbox {sandbox_id!r} does not exist.", kind="sandbox-not-found")
-    return sandbox
-
-
 def _usable(sandbox: Sandbox) -> None:
-    if sandbox.state in UNUSABLE_STATES:
-        raise Conflict(
-            f"Sandbox {sandbox.id!r} is {sandbox.state}; no session can be minted for it.",
-            kind="invalid-state",
-            extra={"state": sandbox.state},
-        )
+    if sandbox.state in FINAL:
+        raise InvalidState(sandbox.id, sandbox.state, cannot="have a session")
 
 
 # --- minting -------------------------------------------------------------------------------
@@ -136,9 +119,9 @@ async def mint(
     `via` says who asked (`api`, `browser`, `csb`). `session_id` overrides the derived id for
     callers that must honour an id chosen by the client (the SDK facade's `createSession`)."""
     authorise(actor, user=user, permission=permission)
-    at = now()
+    at = clock.now()
     async with transaction(rt.sessions) as session:
-        sandbox = await visible_sandbox(session, actor, sandbox_id)
+        sandbox = await access.load(session, actor, sandbox_id)
         _usable(sandbox)
         record = await _take_slot(
             session,
@@ -256,7 +239,7 @@ async def list_records(
     rt: Runtime, actor: Actor, sandbox_id: str, *, user: str | None, limit: int, cursor: int | None
 ) -> SessionRecordPage:
     async with transaction(rt.sessions) as session:
-        sandbox = await visible_sandbox(session, actor, sandbox_id)
+        sandbox = await access.load(session, actor, sandbox_id)
         if actor.owner is not None:
             user = actor.owner
         rows = await repository.page(
@@ -286,9 +269,9 @@ async def issue_browser_token(
             kind="team-key-required",
         )
     secret = await tokens.signing_secret(rt)
-    at = now()
+    at = clock.now()
     async with transaction(rt.sessions) as session:
-        sandbox = await visible_sandbox(session, actor, sandbox_id)
+        sandbox = await access.load(session, actor, sandbox_id)
         _usable(sandbox)
         claims = tokens.new_claims(
             user=body.user,
@@ -326,7 +309,7 @@ async def mint_for_browser(rt: Runtime, token: str, sandbox_hint: str | None) ->
     its issuing key must still be valid; the page may name the sandbox it expects (Corral's
     or the upstream id), which must be the token's."""
     secret = await tokens.signing_secret(rt)
-    at = now()
+    at = clock.now()
     claims = tokens.decode(token, secret, at=at)
     async with transaction(rt.sessions) as session:
         key = await repository.get_key(session, claims.kid)
@@ -344,7 +327,7 @@ async def mint_for_browser(rt: Runtime, token: str, sandbox_hint: str | None) ->
             is_admin=False,
             owner=key.owner,
         )
-        sandbox = await visible_sandbox(session, actor, claims.sbx)
+        sandbox = await access.load(session, actor, claims.sbx)
         if sandbox_hint is not None and sandbox_hint not in (sandbox.id, sandbox.upstream_id):
             raise Forbidden(
                 "This browser token is for another sandbox.", kind="token-sandbox-mismatch"

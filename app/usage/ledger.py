@@ -1,6 +1,7 @@
-"""The usage ledger: opening and closing usage intervals.
+"""The usage ledger's one price rule, and reading a sandbox's intervals.
 
-Invariant: a sandbox has at most one open interval (the partial unique index
+Intervals are written only by `app.sandboxes.transitions`, with a sandbox's state. Invariant:
+a sandbox has at most one open interval (the partial unique index
 `uq_usage_intervals_open_per_sandbox` enforces it), and an interval never ends before it starts.
 Intervals are only closed and split, never rewritten, so a report over the past is stable.
 
@@ -18,11 +19,12 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Protocol
 
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.models import PriceBook, Sandbox, UsageInterval, table_of
+from app.models import UsageInterval
 from app.tiers import LIST_CREDITS_PER_HOUR
 from app.usage import repository
 
@@ -35,16 +37,25 @@ def price_in(version: repository.PriceVersion | None, tier: str) -> tuple[Decima
     return Decimal(str(version.credits_per_hour[tier])), version.id
 
 
+class PricePoint(repository.PriceVersion, Protocol):
+    @property
+    def effective_from(self) -> datetime: ...
+
+
 class PriceTable:
     """Every price-book version in memory, for pricing many intervals with one read."""
 
-    def __init__(self, versions: Sequence[PriceBook]) -> None:
+    def __init__(self, versions: Sequence[PricePoint]) -> None:
         self._versions = sorted(versions, key=lambda version: version.effective_from)
         self._starts = [version.effective_from for version in self._versions]
 
     def price(self, tier: str, at: datetime) -> tuple[Decimal, int | None]:
         index = bisect_right(self._starts, at) - 1
         return price_in(self._versions[index] if index >= 0 else None, tier)
+
+
+async def price_table(db: AsyncSession | AsyncConnection) -> PriceTable:
+    return PriceTable(await repository.price_points(db))
 
 
 async def price_for(session: AsyncSession, tier: str, at: datetime) -> tuple[Decimal, int | None]:
@@ -56,43 +67,6 @@ async def rate_for(session: AsyncSession, tier: str, at: datetime) -> Decimal:
     """Credits per hour for a tier at a moment, from the price book."""
     rate, _ = await price_for(session, tier, at)
     return rate
-
-
-# Built once, on the table rather than the mapped class: compiled once, and no ORM bulk path.
-_OPEN = insert(table_of(UsageInterval))
-
-
-async def open_interval(session: AsyncSession, sandbox: Sandbox, at: datetime) -> None:
-    rate, price_book_id = await price_for(session, sandbox.tier, at)
-    await session.execute(
-        _OPEN,
-        {
-            "sandbox_id": sandbox.id,
-            "team_id": sandbox.team_id,
-            "owner": sandbox.owner,
-            "tier": sandbox.tier,
-            "credits_per_hour": rate,
-            "price_book_id": price_book_id,
-            "started_at": at,
-        },
-    )
-
-
-async def close_interval(session: AsyncSession, sandbox_id: str, at: datetime, cause: str) -> bool:
-    """Close the sandbox's open interval at `at` (never before its start). True if one was open."""
-    result = await session.execute(
-        update(UsageInterval)
-        .where(UsageInterval.sandbox_id == sandbox_id, UsageInterval.ended_at.is_(None))
-        .values(ended_at=func.greatest(UsageInterval.started_at, at), end_cause=cause)
-        .returning(UsageInterval.id)
-    )
-    return result.first() is not None
-
-
-async def split_interval(session: AsyncSession, sandbox: Sandbox, at: datetime, cause: str) -> None:
-    """Close the open interval and open the next one at the sandbox's current tier."""
-    await close_interval(session, sandbox.id, at, cause)
-    await open_interval(session, sandbox, at)
 
 
 async def intervals_of(session: AsyncSession, sandbox_id: str) -> list[UsageInterval]:

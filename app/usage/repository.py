@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from sqlalchemy import Row, bindparam, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.models import PriceBook
 
@@ -37,6 +37,17 @@ GROUP_KEYS: dict[str, str] = {
 async def price_versions(session: AsyncSession) -> list[PriceBook]:
     rows = await session.scalars(select(PriceBook).order_by(PriceBook.effective_from))
     return list(rows)
+
+
+# Every version, only the columns pricing reads: a Core query, so it runs on a session or on
+# a bare connection alike.
+_PRICE_POINTS = select(PriceBook.id, PriceBook.effective_from, PriceBook.credits_per_hour).order_by(
+    PriceBook.effective_from
+)
+
+
+async def price_points(db: AsyncSession | AsyncConnection) -> Sequence[Row[Any]]:
+    return (await db.execute(_PRICE_POINTS)).all()
 
 
 class PriceVersion(Protocol):

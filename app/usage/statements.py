@@ -15,10 +15,9 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import NotFound
 from app.identity.actor import Actor
-from app.models import PriceBook, Sandbox, UsageInterval
-from app.sandboxes import repository as sandboxes_repository
+from app.models import PriceBook, UsageInterval
+from app.sandboxes import access
 from app.usage import amounts, ledger, repository
 from app.usage.schemas import CostLine, CostStatement, UsageFigures
 
@@ -85,21 +84,10 @@ def figures(measure: amounts.Measure) -> UsageFigures:
     )
 
 
-async def load_visible(session: AsyncSession, actor: Actor, sandbox_id: str) -> Sandbox:
-    """The sandbox if the actor may see it; another team's (or owner's) is a 404, like any
-    other sandbox route, so its existence does not leak."""
-    sandbox = await sandboxes_repository.get(
-        session, sandbox_id, team_id=None if actor.is_admin else actor.team_id, for_update=False
-    )
-    if sandbox is None or (actor.owner is not None and sandbox.owner != actor.owner):
-        raise NotFound(f"Sandbox {sandbox_id!r} does not exist.", kind="sandbox-not-found")
-    return sandbox
-
-
 async def statement(
     session: AsyncSession, actor: Actor, sandbox_id: str, at: datetime
 ) -> CostStatement:
-    sandbox = await load_visible(session, actor, sandbox_id)
+    sandbox = await access.load(session, actor, sandbox_id)
     priced = await priced_intervals(session, sandbox.id, at)
     total = sum((p.measure for p in priced), amounts.ZERO)
     return CostStatement(

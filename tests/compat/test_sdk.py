@@ -82,6 +82,7 @@ async def test_sdk_lifecycle_goes_through_corral(
         ("starting", "shutdown", "api"),  # the SDK's fork
         ("shutdown", "starting", "api"),  # its start
         ("starting", "running", "api"),
+        ("running", "running", "api"),  # updateTier: a live resize splits the interval
         ("running", "hibernated", "api"),
         ("hibernated", "starting", "api"),  # resume
         ("starting", "running", "api"),

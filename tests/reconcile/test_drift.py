@@ -307,12 +307,47 @@ class TestPeriod:
         for created in (good, bad):
             await client.post(f"/v1/sandboxes/{created['id']}/hibernate", headers=headers)
             await sim.post(f"/_simulator/vms/{created['upstream_id']}/wake")
-        # Break the ledger's invariant for one sandbox: an open interval while hibernated,
-        # so opening another for it violates the one-open-interval index.
+        # The database refuses every write of one sandbox's event, so its move fails whole.
+        async with transaction(runtime.sessions) as session:
+            await session.execute(
+                text(
+                    "CREATE FUNCTION refuse_bad() RETURNS trigger LANGUAGE plpgsql AS $$"
+                    f" BEGIN IF NEW.sandbox_id = '{bad['id']}' THEN"
+                    " RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$"
+                )
+            )
+            await session.execute(
+                text(
+                    "CREATE TRIGGER refuse_bad BEFORE INSERT ON sandbox_events"
+                    " FOR EACH ROW EXECUTE FUNCTION refuse_bad()"
+                )
+            )
+        try:
+            summary = await reconcile(runtime)
+        finally:
+            async with transaction(runtime.sessions) as session:
+                await session.execute(text("DROP TRIGGER refuse_bad ON sandbox_events"))
+                await session.execute(text("DROP FUNCTION refuse_bad()"))
+        assert summary.outcome == "ok"
+        assert summary.drift == {"woken_upstream": 1}
+        assert (await sandbox(runtime, good["id"])).state == "running"
+        assert (await sandbox(runtime, bad["id"])).state == "hibernated"
+        assert [i.ended_at for i in await intervals(runtime, bad["id"])][-1] is not None
+
+    async def test_a_stale_open_interval_is_not_opened_twice(
+        self, client: httpx.AsyncClient, sim: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        """The ledger rule is the ledger's own state: a sandbox that enters `running` while an
+        interval is somehow still open keeps that one instead of failing on the
+        one-open-interval index."""
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers)
+        await client.post(f"/v1/sandboxes/{created['id']}/hibernate", headers=headers)
+        await sim.post(f"/_simulator/vms/{created['upstream_id']}/wake")
         async with transaction(runtime.sessions) as session:
             session.add(
                 UsageInterval(
-                    sandbox_id=bad["id"],
+                    sandbox_id=created["id"],
                     team_id="search-ui",
                     tier="Nano",
                     credits_per_hour=10,
@@ -320,10 +355,13 @@ class TestPeriod:
                 )
             )
         summary = await reconcile(runtime)
-        assert summary.outcome == "ok"
         assert summary.drift == {"woken_upstream": 1}
-        assert (await sandbox(runtime, good["id"])).state == "running"
-        assert (await sandbox(runtime, bad["id"])).state == "hibernated"
+        assert (await sandbox(runtime, created["id"])).state == "running"
+        # The stale interval (an hour old, so first) stays the open one; no second is opened.
+        assert [i.ended_at is None for i in await intervals(runtime, created["id"])] == [
+            True,
+            False,
+        ]
 
 
 async def _forked_and_started(sim: httpx.AsyncClient, operation_id: str) -> str:
