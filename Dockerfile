@@ -11,16 +11,17 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/corral
-# Dependencies first, pinned by the lock (as constraints: only the runtime ones are installed),
-# so that a code change does not rebuild this layer.
-COPY pyproject.toml requirements.lock README.md ./
-COPY app/__init__.py app/py.typed app/
-RUN /opt/corral/bin/pip install --constraint requirements.lock .
+# Dependencies first: pyproject.toml's runtime dependencies, pinned by the lock (as
+# constraints, so the lock's development tools are not installed), so that a code change does
+# not rebuild this layer.
+COPY pyproject.toml requirements.lock ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > runtime-requirements.txt \
+ && /opt/corral/bin/pip install --constraint requirements.lock --requirement runtime-requirements.txt
+# The package itself; it carries the Alembic migrations as `app.migrations` (pyproject.toml).
+COPY README.md ./
 COPY app/ app/
 COPY migrations/ migrations/
-# app/db.py finds the Alembic migrations beside the installed `app` package.
-RUN /opt/corral/bin/pip install --no-deps . \
- && cp -r migrations "$(/opt/corral/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
+RUN /opt/corral/bin/pip install --no-deps .
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="corral" \

@@ -7,9 +7,12 @@ The schema comes from the Alembic migrations alone, never from `create_all`.
 
 from __future__ import annotations
 
+import atexit
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
+from functools import cache
+from importlib import resources
 from pathlib import Path
 
 from alembic import command
@@ -26,12 +29,23 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from app.locks import Lock
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
-from app.locks import Lock
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# Files that `as_file` had to copy out of the installed package, removed at exit.
+_extracted = ExitStack()
+atexit.register(_extracted.close)
+
+
+@cache
+def migrations_dir() -> Path:
+    """The Alembic script directory: the `app.migrations` package, which pyproject.toml maps
+    from the repository's top-level `migrations/` (the editable install finds it there, a wheel
+    carries it). Alembic needs a directory on disk: for a package installed as files `as_file`
+    gives the package's own directory, and from a zip (Python >= 3.12) a temporary copy."""
+    return _extracted.enter_context(resources.as_file(resources.files("app.migrations")))
 
 
 def embedded_url(data_dir: Path) -> str:
@@ -106,7 +120,7 @@ async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 def alembic_config(url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(migrations_dir()))
     # Alembic's config is ConfigParser-based: escape % in passwords.
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
