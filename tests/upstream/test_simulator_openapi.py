@@ -20,9 +20,7 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
 from tests.upstream.conftest import SimDriver
 
-SPEC_PATH = (
-    Path(__file__).resolve().parents[2] / ".." / "shared" / "upstream" / "codesandbox-openapi.json"
-)
+SPEC_PATH = Path(__file__).resolve().parent / "codesandbox-openapi.json"
 
 
 @cache
