@@ -35,6 +35,7 @@ test: $(STAMP) $(NODE_STAMP) chromium
 	bash .ci/validate-deploy
 	cd $(NODE) && npx --no-install tsc --noEmit -p .
 	$(BIN)/pytest
+	PYTHON=$(PYTHON) bash .ci/check-wheel
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
