@@ -178,8 +178,8 @@ async def enforce_budgets(rt: Runtime, at: datetime | None = None) -> int:
                     continue
                 if outcome.sandbox.state == "hibernated" and outcome.sandbox.last_cause == "budget":
                     hibernated += 1
-            if targets:
                     BUDGET_HIBERNATIONS.labels(team_id).inc()
+            if targets:
                 log.info(
                     "budget enforcement",
                     extra={"candidates": len(targets), "hibernated": hibernated},
