@@ -28,7 +28,6 @@ from app.locks import Lock
 from app.metrics import observe_upstream
 from app.middleware import RequestContext
 from app.operations.circuit import UpstreamCircuit, chain
-from app.operations.endpoints import CIRCUIT_KEY
 from app.operations.endpoints import router as operations_router
 from app.reconcile.endpoints import router as reconcile_router
 from app.reconcile.loop import ReconcileLoop
@@ -38,7 +37,6 @@ from app.sessions.cors import BrowserCORS
 from app.sessions.endpoints import router as sessions_router
 from app.settings import Settings
 from app.upstream.client import Observer, UpstreamClient
-from app.usage import periods
 from app.usage.endpoints import router as usage_router
 from app.usage.warning import BudgetWarning
 
@@ -96,7 +94,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         sessions=session_factory(engine),
         upstream=upstream,
         simulator=simulator,
-        extras={CIRCUIT_KEY: circuit},
+        circuit=circuit,
     )
 
 
@@ -184,7 +182,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(sessions_router)
     app.include_router(compat_router)
 
-    periods.configure(settings.budget_timezone)
     app.add_middleware(BrowserCORS, origins=settings.browser_origins)
     app.add_middleware(BudgetWarning, cache_seconds=settings.budget_warning_cache_seconds)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -47,7 +48,7 @@ class Snapshot:
         return self.plan_limit - self.live
 
 
-async def read_snapshot(session: AsyncSession, *, at: datetime) -> Snapshot:
+async def read_snapshot(session: AsyncSession, *, at: datetime, timezone: ZoneInfo) -> Snapshot:
     running_rows = await session.execute(
         select(Sandbox.team_id, Sandbox.tier, func.count())
         .where(Sandbox.state == "running")
@@ -80,7 +81,7 @@ async def read_snapshot(session: AsyncSession, *, at: datetime) -> Snapshot:
     remaining: dict[str, Decimal] = {}
     for team_id, monthly in teams:
         if monthly is not None:
-            spent = await budget.month_to_date_credits(session, team_id, at)
+            spent = await budget.month_to_date_credits(session, team_id, at, timezone=timezone)
             remaining[team_id] = Decimal(monthly) - spent
     plan = await session.get(OrgPlan, 1)
     limit = 0
@@ -106,10 +107,13 @@ class DatabaseGauges:
         self,
         sessions: async_sessionmaker[AsyncSession],
         *,
+        timezone: ZoneInfo,
         ttl_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sessions = sessions
+        # Budget spend counts from the month's start in the accounting timezone.
+        self.timezone = timezone
         self.ttl_seconds = ttl_seconds
         self.clock = clock
         self._snapshot: Snapshot | None = None
@@ -120,7 +124,9 @@ class DatabaseGauges:
         async with self._lock:
             if self._snapshot is None or self.clock() - self._taken_at >= self.ttl_seconds:
                 async with transaction(self.sessions) as session:
-                    self._snapshot = await read_snapshot(session, at=datetime.now(UTC))
+                    self._snapshot = await read_snapshot(
+                        session, at=datetime.now(UTC), timezone=self.timezone
+                    )
                 self._taken_at = self.clock()
             return self._snapshot
 

@@ -1,15 +1,22 @@
-"""What a running Corral holds for its lifetime: settings, the database, the upstream client."""
+"""What a running Corral holds for its lifetime: settings, the database, the upstream client,
+and the per-process state that lives as long as they do (the key cache, the upstream circuit,
+the cached database gauges)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.identity.cache import KeyCache
+from app.operations.circuit import UpstreamCircuit
 from app.settings import Settings
 from app.upstream.client import UpstreamClient
+
+if TYPE_CHECKING:
+    # Only for the annotation: the collector's budget queries import this module.
+    from app.metrics_collector import DatabaseGauges
 
 
 @dataclass
@@ -20,5 +27,12 @@ class Runtime:
     upstream: UpstreamClient
     # The in-process simulator's FastAPI app when upstream_mode is "simulator".
     simulator: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
     keys: KeyCache = field(default_factory=KeyCache)
+    # The health of the upstream as this process sees it; `main.build_runtime` makes the
+    # upstream client report to it, a runtime built without one starts closed.
+    circuit: UpstreamCircuit = field(default_factory=UpstreamCircuit)
+    # `/metrics`'s scrape-time gauges, made on the first scrape (`operations.gauges_of`).
+    gauges: DatabaseGauges | None = None
+    # Untyped leftovers, read and written by app/sessions/tokens.py only (its cached signing
+    # secret); nothing new goes here.
+    extras: dict[str, Any] = field(default_factory=dict)

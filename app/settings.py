@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -64,8 +65,8 @@ class Settings(BaseSettings):
     replica: str | None = Field(default=None, max_length=128)
 
     # Budgets run per calendar month, and usage reports group by calendar day, in this IANA
-    # timezone.
-    budget_timezone: str = "UTC"
+    # timezone; an unknown name fails at start, not on the first report.
+    budget_timezone: ZoneInfo = ZoneInfo("UTC")
     # How long a team's budget status is reused for the Corral-Budget-Warning header.
     budget_warning_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
@@ -90,16 +91,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
 
-    @field_validator("budget_timezone")
+    @field_validator("budget_timezone", mode="before")
     @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
+    def _known_timezone(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
         try:
-            ZoneInfo(value)
+            return ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"CORRAL_BUDGET_TIMEZONE: unknown timezone {value!r}") from exc
-        return value
 
     @field_validator("browser_token_secret")
     @classmethod

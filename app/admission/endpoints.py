@@ -20,16 +20,23 @@ async def check_quota(
 ) -> QuotaAllowed:
     """Would this action be admitted now? The same answer as the action itself (the same
     refusal status and body), with no side effect."""
-    return await quota.check(session, actor, body, default_tier=settings.default_tier)
+    return await quota.check(
+        session,
+        actor,
+        body,
+        default_tier=settings.default_tier,
+        timezone=settings.budget_timezone,
+    )
 
 
 @router.get("/v1/quota", response_model=QuotaOut)
 async def get_quota(
     actor: SandboxReader,
     session: SessionDep,
+    settings: SettingsDep,
     team: Annotated[str | None, Query(pattern=r"^[a-z0-9-]{1,63}$")] = None,
 ) -> QuotaOut:
-    return await quota.show(session, actor, team)
+    return await quota.show(session, actor, team, timezone=settings.budget_timezone)
 
 
 @router.get("/v1/admin/plan", response_model=PlanOut, tags=["admin"])

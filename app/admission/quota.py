@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,7 +40,12 @@ def _team_of(actor: Actor, requested: str | None) -> str:
 
 
 async def check(
-    session: AsyncSession, actor: Actor, body: QuotaCheck, *, default_tier: str
+    session: AsyncSession,
+    actor: Actor,
+    body: QuotaCheck,
+    *,
+    default_tier: str,
+    timezone: ZoneInfo,
 ) -> QuotaAllowed:
     team_id = _team_of(actor, body.team)
     team = await identity_service.get_team(session, team_id)
@@ -54,13 +60,17 @@ async def check(
         if sandbox is None:
             raise NotFound(f"Sandbox {body.sandbox_id!r} does not exist.")
         owner, tier = sandbox.owner, sandbox.tier
-    refusal = await service.decide(session, team, owner=owner, tier=tier, at=datetime.now(UTC))
+    refusal = await service.decide(
+        session, team, owner=owner, tier=tier, at=datetime.now(UTC), timezone=timezone
+    )
     if refusal is not None:
         raise refusal
     return QuotaAllowed(team=team_id, tier=tier, owner=owner)
 
 
-async def show(session: AsyncSession, actor: Actor, requested: str | None) -> QuotaOut:
+async def show(
+    session: AsyncSession, actor: Actor, requested: str | None, *, timezone: ZoneInfo
+) -> QuotaOut:
     team_id = _team_of(actor, requested)
     team = await identity_service.get_team(session, team_id)
     at = datetime.now(UTC)
@@ -76,7 +86,7 @@ async def show(session: AsyncSession, actor: Actor, requested: str | None) -> Qu
             )
         ).all()
     )
-    status = await budget.budget_status(session, team, at)
+    status = await budget.budget_status(session, team, at, timezone=timezone)
     return QuotaOut(
         team=team_id,
         limits=TeamLimits.model_validate(team, from_attributes=True),

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Row, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,6 +51,8 @@ LIVE_STATES = ("starting", "running", "unknown")
 PLAN_LIMITS = {"build": 10, "scale": 250}
 # How long a refused caller should wait before asking again: capacity frees as VMs stop.
 RETRY_AFTER_SECONDS = 5
+# The settings' default accounting timezone, for `admit` callers that do not pass theirs yet.
+DEFAULT_TIMEZONE = ZoneInfo("UTC")
 
 
 @dataclass(frozen=True)
@@ -203,7 +206,7 @@ def _refusal(
 
 
 async def precheck(
-    session: AsyncSession, team: TeamLimits, *, tier: str, at: datetime
+    session: AsyncSession, team: TeamLimits, *, tier: str, at: datetime, timezone: ZoneInfo
 ) -> AppError | None:
     """The limits that do not depend on what else runs: tier and budget."""
     if team.max_tier is not None and rank(tier) > rank(team.max_tier):
@@ -212,7 +215,7 @@ async def precheck(
             f"Tier {tier} is above team {team.id}'s largest tier, {team.max_tier}.",
         )  # fmt: skip
     if team.monthly_budget_credits is not None:
-        spent = await budget.month_to_date_credits(session, team.id, at)
+        spent = await budget.month_to_date_credits(session, team.id, at, timezone=timezone)
         if spent >= team.monthly_budget_credits:
             return _refusal(
                 PaymentRequired, "monthly_budget", "team", spent, team.monthly_budget_credits,
@@ -263,12 +266,19 @@ def capacity(
 
 
 async def decide(
-    session: AsyncSession, team: Team, *, owner: str | None, tier: str, at: datetime
+    session: AsyncSession,
+    team: Team,
+    *,
+    owner: str | None,
+    tier: str,
+    at: datetime,
+    timezone: ZoneInfo,
 ) -> AppError | None:
     """The refusal for one more running VM of this team/owner/tier, or None to admit, without
     locking anything: the dry run of `admit`."""
     plan = await load_plan(session, lock=False)
-    return await _decide(session, TeamLimits.of(team), effective_limit(plan), owner, tier, at)
+    limits = TeamLimits.of(team)
+    return await _decide(session, limits, effective_limit(plan), owner, tier, at, timezone)
 
 
 async def _decide(
@@ -278,8 +288,9 @@ async def _decide(
     owner: str | None,
     tier: str,
     at: datetime,
+    timezone: ZoneInfo,
 ) -> AppError | None:
-    refusal = await precheck(session, team, tier=tier, at=at)
+    refusal = await precheck(session, team, tier=tier, at=at, timezone=timezone)
     if refusal is not None:
         return refusal
     # Prices are read only for a team whose burn rate is limited.
@@ -311,9 +322,11 @@ async def admit(
     tier: str,
     action: str,
     at: datetime | None = None,
+    timezone: ZoneInfo = DEFAULT_TIMEZONE,
 ) -> None:
     """Lock the org row and admit one more running VM for the team, or raise the refusal
-    (404 for a team that does not exist).
+    (404 for a team that does not exist). The monthly budget counts from the month's start in
+    `timezone`: pass `Settings.budget_timezone`.
 
     Call inside the transaction that then reserves the `starting` row and commits."""
     at = at or datetime.now(UTC)
@@ -321,7 +334,7 @@ async def admit(
     if row is None:
         raise NotFound(f"Team {team_id!r} does not exist.")
     limit = _effective(row.plan_limit, row.observed_limit)
-    refusal = await _decide(session, TeamLimits.of(row), limit, owner, tier, at)
+    refusal = await _decide(session, TeamLimits.of(row), limit, owner, tier, at, timezone)
     limit_name = refusal.extra["limit"] if refusal is not None else "none"
     ADMISSIONS.labels(action, "refused" if refusal else "admitted", limit_name).inc()
     if refusal is not None:

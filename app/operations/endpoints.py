@@ -22,30 +22,21 @@ from app.db import migrations_current
 from app.deps import RuntimeDep
 from app.errors import Unauthorized
 from app.metrics_collector import DatabaseGauges
-from app.operations.circuit import STATES, UpstreamCircuit
+from app.operations.circuit import STATES
 from app.runtime import Runtime
 
 router = APIRouter(tags=["operations"])
 
-CIRCUIT_KEY = "upstream_circuit"
-GAUGES_KEY = "database_gauges"
-
-
-def circuit_of(runtime: Runtime) -> UpstreamCircuit:
-    """The runtime's upstream circuit; a runtime built without one gets a fresh (closed) one."""
-    circuit = runtime.extras.get(CIRCUIT_KEY)
-    if not isinstance(circuit, UpstreamCircuit):
-        circuit = runtime.extras[CIRCUIT_KEY] = UpstreamCircuit()
-    return circuit
-
 
 def gauges_of(runtime: Runtime) -> DatabaseGauges:
-    gauges = runtime.extras.get(GAUGES_KEY)
-    if not isinstance(gauges, DatabaseGauges):
-        gauges = runtime.extras[GAUGES_KEY] = DatabaseGauges(
-            runtime.sessions, ttl_seconds=runtime.settings.metrics_cache_seconds
+    """The runtime's database gauges, made on the first scrape."""
+    if runtime.gauges is None:
+        runtime.gauges = DatabaseGauges(
+            runtime.sessions,
+            timezone=runtime.settings.budget_timezone,
+            ttl_seconds=runtime.settings.metrics_cache_seconds,
         )
-    return gauges
+    return runtime.gauges
 
 
 @router.get("/healthz")
@@ -53,7 +44,7 @@ async def healthz(rt: RuntimeDep) -> dict[str, str]:
     return {
         "status": "ok",
         "upstream": rt.settings.upstream_mode,
-        "upstream_circuit": circuit_of(rt).state,
+        "upstream_circuit": rt.circuit.state,
     }
 
 
@@ -66,7 +57,7 @@ async def readyz(rt: RuntimeDep) -> JSONResponse:
     except Exception as exc:  # any failure to reach the database means not ready
         checks["database"] = f"unreachable: {type(exc).__name__}"
         checks["migrations_current"] = False
-    circuit = circuit_of(rt).summary()
+    circuit = rt.circuit.summary()
     checks["upstream_circuit"] = circuit
     ready = checks["database"] == "ok" and checks["migrations_current"] is True
     if rt.settings.ready_requires_upstream and circuit["state"] == "open":
@@ -100,7 +91,7 @@ async def scrape(request: Request, rt: RuntimeDep) -> Response:
             )
     for mode in ("simulator", "codesandbox"):
         metrics.UPSTREAM_MODE.labels(mode).set(1 if mode == rt.settings.upstream_mode else 0)
-    state = circuit_of(rt).state
+    state = rt.circuit.state
     for name in STATES:
         metrics.UPSTREAM_CIRCUIT.labels(name).set(1 if name == state else 0)
     gauges = gauges_of(rt)

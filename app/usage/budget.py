@@ -1,9 +1,9 @@
 """Monthly budgets: month-to-date spend per team, its status, and the hibernate policy.
 
 - Spend is the team's credits since the start of the calendar month in the accounting
-  timezone (`periods`), computed by the report query (same billing rule, same rounding), with
-  open intervals counted up to `at`. It is read through the (team_id, ended_at) and period
-  indexes, so admission can afford it on every start.
+  timezone (`periods`; callers pass `Settings.budget_timezone`), computed by the report query
+  (same billing rule, same rounding), with open intervals counted up to `at`. It is read
+  through the (team_id, ended_at) and period indexes, so admission can afford it on every start.
 - The soft threshold (a fraction of the budget) only warns: a `Corral-Budget-Warning` header
   (`warning.BudgetWarning`) and `/v1/quota`. Spend at or over the budget is "exhausted":
   admission refuses new starts (402) whatever the policy, and with `budget_policy=hibernate`
@@ -21,6 +21,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,15 +40,12 @@ log = logging.getLogger(__name__)
 BUDGET_ACTOR = Actor(key_id="budget", team_id=None, scopes=frozenset({"admin"}), is_admin=True)
 
 
-def month_start(at: datetime, timezone: str | None = None) -> datetime:
-    return periods.month_start(at, timezone)
-
-
 async def month_to_date_credits(
-    session: AsyncSession, team_id: str, at: datetime, *, timezone: str | None = None
+    session: AsyncSession, team_id: str, at: datetime, *, timezone: ZoneInfo
 ) -> Decimal:
-    """Credits the team's usage has cost from the start of `at`'s month up to `at`."""
-    start = month_start(at, timezone)
+    """Credits the team's usage has cost from the start of `at`'s month (in `timezone`) up to
+    `at`."""
+    start = periods.month_start(at, timezone)
     if at <= start:
         return Decimal("0.000000")
     rows = await repository.usage_rows(
@@ -57,7 +55,7 @@ async def month_to_date_credits(
             end=at,
             at=at,
             group_by=(),
-            timezone=timezone or periods.timezone(),
+            timezone=timezone.key,
             team_id=team_id,
         ),
     )
@@ -108,13 +106,15 @@ def status_of(team: Team, spent: Decimal, start: datetime) -> BudgetStatus:
 
 
 async def budget_status(
-    session: AsyncSession, team: Team, at: datetime, *, timezone: str | None = None
+    session: AsyncSession, team: Team, at: datetime, *, timezone: ZoneInfo
 ) -> BudgetStatus:
     spent = await month_to_date_credits(session, team.id, at, timezone=timezone)
-    return status_of(team, spent, month_start(at, timezone))
+    return status_of(team, spent, periods.month_start(at, timezone))
 
 
-async def exhausted_running(session: AsyncSession, at: datetime) -> list[tuple[str, str]]:
+async def exhausted_running(
+    session: AsyncSession, at: datetime, *, timezone: ZoneInfo
+) -> list[tuple[str, str]]:
     """(team id, sandbox id) of running sandboxes whose team has the hibernate policy and has
     exhausted its budget."""
     teams = list(
@@ -135,7 +135,7 @@ async def exhausted_running(session: AsyncSession, at: datetime) -> list[tuple[s
     )
     targets: list[tuple[str, str]] = []
     for team in teams:
-        if not (await budget_status(session, team, at)).exhausted:
+        if not (await budget_status(session, team, at, timezone=timezone)).exhausted:
             continue
         running = await session.scalars(
             select(Sandbox.id)
@@ -161,7 +161,7 @@ async def enforce_budgets(rt: Runtime, at: datetime | None = None) -> int:
             return 0
         try:
             async with transaction(rt.sessions) as session:
-                targets = await exhausted_running(session, at)
+                targets = await exhausted_running(session, at, timezone=rt.settings.budget_timezone)
             hibernated = 0
             for team_id, sandbox_id in targets:
                 try:

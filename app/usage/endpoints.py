@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from app.deps import AdminActor, RuntimeDep, SandboxReader, SessionDep, require
 from app.identity.actor import Actor
 from app.sandboxes.schemas import SANDBOX_ID_PATTERN
-from app.usage import periods, prices, reports, statements
+from app.usage import prices, reports, statements
 from app.usage.schemas import (
     CostStatement,
     PriceBookOut,
@@ -83,7 +83,7 @@ async def get_usage(
     accept: Annotated[str | None, Header()] = None,
 ) -> UsageReport | StreamingResponse:
     at = _now()
-    timezone = periods.timezone()
+    timezone = rt.settings.budget_timezone
     span = reports.window(from_, to, at, timezone)
     keys = reports.group_keys(group_by or [])
     if _wants_csv(format, accept):

@@ -4,7 +4,8 @@ Rules (the billing rule itself is in `amounts`):
 - intervals are clipped to the window [from, to); open ones count up to `at` (now);
 - team keys see their own team only (an owner-bound key: its owner only); admins see every team
   or, with `team=`, one;
-- days are local calendar days of the accounting timezone (`periods`);
+- days are local calendar days of the accounting timezone (`periods`), the one the caller
+  passes (`Settings.budget_timezone`);
 - a group appears when some part of its usage of positive length lies in the window;
 - JSON rows and CSV rows carry the same figures (CSV is the same query, streamed, without the
   total), so a CSV parsed back equals the JSON report's rows.
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -39,13 +41,12 @@ class Window:
     end: datetime
 
 
-def parse_instant(value: str, name: str, timezone: str) -> datetime:
+def parse_instant(value: str, name: str, timezone: ZoneInfo) -> datetime:
     """An ISO-8601 instant; a date or a time without offset is read in the accounting
     timezone (so `from=2026-03-01` means local midnight)."""
-    tz = periods.zone(timezone)
     try:
         if len(value) == 10:
-            return datetime.combine(date.fromisoformat(value), time(), tzinfo=tz)
+            return datetime.combine(date.fromisoformat(value), time(), tzinfo=timezone)
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise Unprocessable(
@@ -53,10 +54,10 @@ def parse_instant(value: str, name: str, timezone: str) -> datetime:
             kind="invalid-date",
             extra={"parameter": name},
         ) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=tz)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone)
 
 
-def window(raw_from: str | None, raw_to: str | None, at: datetime, timezone: str) -> Window:
+def window(raw_from: str | None, raw_to: str | None, at: datetime, timezone: ZoneInfo) -> Window:
     """The report window; by default the current calendar month."""
     start = (
         parse_instant(raw_from, "from", timezone) if raw_from else periods.month_start(at, timezone)
@@ -124,7 +125,7 @@ async def report(
     keys: Sequence[str],
     team: str | None,
     at: datetime,
-    timezone: str,
+    timezone: ZoneInfo,
 ) -> UsageReport:
     team_id, owner = scope(actor, team)
     query = repository.UsageQuery(
@@ -132,7 +133,7 @@ async def report(
         end=span.end,
         at=at,
         group_by=keys,
-        timezone=timezone,
+        timezone=timezone.key,
         team_id=team_id,
         owner=owner,
         with_total=True,
@@ -153,7 +154,7 @@ async def report(
         from_=span.start,
         to=span.end,
         at=at,
-        timezone=timezone,
+        timezone=timezone.key,
         group_by=list(keys),
         team=team_id,
         rows=out_rows,
@@ -180,7 +181,7 @@ async def csv_lines(
     keys: Sequence[str],
     team: str | None,
     at: datetime,
-    timezone: str,
+    timezone: ZoneInfo,
 ) -> AsyncIterator[str]:
     """The report as CSV text, header first, read through a cursor in batches as it is sent.
 
@@ -191,7 +192,7 @@ async def csv_lines(
         end=span.end,
         at=at,
         group_by=keys,
-        timezone=timezone,
+        timezone=timezone.key,
         team_id=team_id,
         owner=owner,
     )

@@ -65,7 +65,9 @@ class BudgetWarning:
                 team = await session.get(Team, team_id)
                 warning = None
                 if team is not None and team.monthly_budget_credits is not None:
-                    status = await budget.budget_status(session, team, datetime.now(UTC))
+                    status = await budget.budget_status(
+                        session, team, datetime.now(UTC), timezone=runtime.settings.budget_timezone
+                    )
                     warning = status.warning
         except Exception:  # advisory header: log, and answer without it
             log.exception("budget warning check failed", extra={"team_id": team_id})

@@ -11,7 +11,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.metrics import observe_upstream
 from app.operations.circuit import UpstreamCircuit, chain
-from app.operations.endpoints import CIRCUIT_KEY
 from app.runtime import Runtime
 from app.upstream.client import UpstreamClient
 from tests.conftest import SIMULATOR_KEY
@@ -32,7 +31,7 @@ async def runtime(runtime: Runtime) -> AsyncIterator[Runtime]:
         observer=chain(observe_upstream, circuit.observe),
     )
     plain, runtime.upstream = runtime.upstream, observed
-    runtime.extras[CIRCUIT_KEY] = circuit
+    runtime.circuit = circuit
     yield runtime
     runtime.upstream = plain
     await observed.aclose()

@@ -12,7 +12,6 @@ from pydantic import SecretStr
 from app.db import create_engine, session_factory
 from app.main import build_runtime, close_runtime, create_app
 from app.operations.circuit import UpstreamCircuit
-from app.operations.endpoints import CIRCUIT_KEY, circuit_of
 from app.runtime import Runtime
 from app.settings import Settings
 from tests.database import recreate
@@ -91,7 +90,7 @@ class TestReadyz:
     async def test_open_circuit_is_reported_but_ready_by_default(
         self, runtime: Runtime, client: httpx.AsyncClient
     ) -> None:
-        runtime.extras[CIRCUIT_KEY] = open_circuit()
+        runtime.circuit = open_circuit()
         response = await client.get("/readyz")
         assert response.status_code == 200
         assert response.json()["upstream_circuit"]["state"] == "open"
@@ -100,12 +99,12 @@ class TestReadyz:
 
     async def test_open_circuit_fails_readiness_when_required(self, runtime: Runtime) -> None:
         runtime.settings = runtime.settings.model_copy(update={"ready_requires_upstream": True})
-        runtime.extras[CIRCUIT_KEY] = open_circuit()
+        runtime.circuit = open_circuit()
         async for client in client_on(runtime):
             response = await client.get("/readyz")
             assert response.status_code == 503
             assert response.json()["ready"] is False
-            runtime.extras[CIRCUIT_KEY] = UpstreamCircuit()
+            runtime.circuit = UpstreamCircuit()
             assert (await client.get("/readyz")).status_code == 200
 
 
@@ -130,7 +129,7 @@ class TestRuntimeWiring:
         before = meta_calls()
         await built.upstream.meta_info()
         assert meta_calls() == before + 1
-        assert circuit_of(built).summary()["recent_attempts"] == 1
+        assert built.circuit.summary()["recent_attempts"] == 1
 
     async def test_codesandbox_mode_is_announced_everywhere(
         self, settings: Settings, runtime: Runtime

@@ -18,7 +18,6 @@ from app.logs import JsonFormatter
 from app.main import create_app
 from app.metrics import observe_upstream
 from app.operations.circuit import UpstreamCircuit, chain
-from app.operations.endpoints import CIRCUIT_KEY
 from app.runtime import Runtime
 from app.settings import Settings
 from app.upstream.client import UpstreamClient
@@ -97,7 +96,7 @@ async def canary_client(
         sessions=session_factory(runtime.engine),
         upstream=upstream,
         simulator=simulator,
-        extras={CIRCUIT_KEY: UpstreamCircuit()},
+        circuit=UpstreamCircuit(),
     )
     app = create_app(runtime=canary)
     async with (

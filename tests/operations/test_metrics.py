@@ -16,7 +16,6 @@ from app.main import create_app
 from app.metrics import GAUGE_NAMES, REGISTRY
 from app.metrics_collector import DatabaseGauges
 from app.models import OrgPlan, Sandbox
-from app.operations.endpoints import GAUGES_KEY
 from app.runtime import Runtime
 from app.settings import Settings
 from tests.fixtures import factories
@@ -177,8 +176,13 @@ class TestToken:
 class TestCache:
     async def test_database_gauges_are_cached_for_their_ttl(self, runtime: Runtime) -> None:
         now = [1000.0]
-        gauges = DatabaseGauges(runtime.sessions, ttl_seconds=5, clock=lambda: now[0])
-        runtime.extras[GAUGES_KEY] = gauges
+        gauges = DatabaseGauges(
+            runtime.sessions,
+            timezone=runtime.settings.budget_timezone,
+            ttl_seconds=5,
+            clock=lambda: now[0],
+        )
+        runtime.gauges = gauges
         app = create_app(runtime=runtime)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://corral"

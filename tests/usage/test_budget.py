@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -34,7 +35,9 @@ class TestStatus:
         async with transaction(runtime.sessions) as session:
             team = await session.get(Team, "team-a")
             assert team is not None
-            before = await budget.budget_status(session, team, now)
+            before = await budget.budget_status(
+                session, team, now, timezone=runtime.settings.budget_timezone
+            )
         assert (before.spent, before.remaining) == (Decimal(0), Decimal(100))
         assert not before.threshold_crossed and not before.exhausted and before.warning is None
         await spend(runtime, "sbx_budget000001", "team-a")  # ≥ 1 minute of XLarge: ≥ 5.33
@@ -42,7 +45,9 @@ class TestStatus:
             team = await session.get(Team, "team-a")
             assert team is not None
             team.budget_soft_threshold = Decimal("0.05")
-            after = await budget.budget_status(session, team, datetime.now(UTC))
+            after = await budget.budget_status(
+                session, team, datetime.now(UTC), timezone=runtime.settings.budget_timezone
+            )
         assert after.spent >= Decimal("5.333333")
         assert after.remaining == Decimal(100) - after.spent
         assert after.threshold_crossed and not after.exhausted
@@ -55,7 +60,9 @@ class TestStatus:
         async with transaction(runtime.sessions) as session:
             team = await session.get(Team, "team-a")
             assert team is not None
-            status = await budget.budget_status(session, team, datetime.now(UTC))
+            status = await budget.budget_status(
+                session, team, datetime.now(UTC), timezone=runtime.settings.budget_timezone
+            )
         assert status.remaining is None and not status.threshold_crossed and not status.exhausted
 
     def test_an_unknown_timezone_is_refused_at_start(self) -> None:
@@ -64,9 +71,13 @@ class TestStatus:
 
     def test_months_are_calendar_months_of_the_configured_timezone(self) -> None:
         at = datetime(2026, 3, 1, 3, 0, tzinfo=UTC)  # still February in New York
-        assert periods.month_start(at, "UTC") == datetime(2026, 3, 1, tzinfo=UTC)
-        assert periods.month_start(at, "America/New_York") == datetime(2026, 2, 1, 5, tzinfo=UTC)
-        assert periods.month_start(at, "Asia/Kolkata") == datetime(2026, 2, 28, 18, 30, tzinfo=UTC)
+
+        def start(zone: str) -> datetime:
+            return periods.month_start(at, ZoneInfo(zone))
+
+        assert start("UTC") == datetime(2026, 3, 1, tzinfo=UTC)
+        assert start("America/New_York") == datetime(2026, 2, 1, 5, tzinfo=UTC)
+        assert start("Asia/Kolkata") == datetime(2026, 2, 28, 18, 30, tzinfo=UTC)
 
 
 class TestWarningHeader:
