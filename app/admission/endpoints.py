@@ -8,7 +8,6 @@ from fastapi import APIRouter, Query
 
 from app.admission import quota
 from app.admission.schemas import PlanIn, PlanOut, QuotaAllowed, QuotaCheck, QuotaOut
-from app.audit import service as audit
 from app.deps import AdminActor, SandboxReader, SessionDep, SettingsDep
 
 router = APIRouter(tags=["quota"])
@@ -46,9 +45,4 @@ async def get_plan(actor: AdminActor, session: SessionDep) -> PlanOut:
 
 @router.put("/v1/admin/plan", response_model=PlanOut, tags=["admin"])
 async def put_plan(body: PlanIn, actor: AdminActor, session: SessionDep) -> PlanOut:
-    out = await quota.set_plan(session, body)
-    await audit.record(
-        session, actor=actor.key_id, action="plan.update", team_id=None, target="org",
-        detail={"plan": out.plan, "limit": out.plan_limit},
-    )  # fmt: skip
-    return out
+    return await quota.set_plan(session, actor, body)

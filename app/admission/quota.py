@@ -21,6 +21,7 @@ from app.admission.schemas import (
     TeamLimits,
     TeamUsage,
 )
+from app.audit import service as audit
 from app.errors import Forbidden, NotFound, Unprocessable
 from app.identity import service as identity_service
 from app.identity.actor import Actor
@@ -131,10 +132,15 @@ async def plan(session: AsyncSession) -> PlanOut:
     return _plan_out(await service.load_plan(session, lock=False))
 
 
-async def set_plan(session: AsyncSession, body: PlanIn) -> PlanOut:
+async def set_plan(session: AsyncSession, actor: Actor, body: PlanIn) -> PlanOut:
+    """Change the org plan, with its audit row, in the caller's transaction."""
     row = await service.load_plan(session, lock=True)
     row.plan = body.plan
     row.plan_limit = body.limit if body.limit is not None else service.PLAN_LIMITS[body.plan]
     row.updated_at = datetime.now(UTC)
     await session.flush()
+    await audit.record(
+        session, actor=actor.key_id, action="plan.update", team_id=None, target="org",
+        detail={"plan": row.plan, "limit": row.plan_limit},
+    )  # fmt: skip
     return _plan_out(row)

@@ -18,4 +18,3 @@ class Actor:
 
     def has(self, scope: str) -> bool:
         return self.is_admin or scope in self.scopes
-

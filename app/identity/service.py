@@ -8,8 +8,10 @@ expired key authenticates nothing from the next request on (no cache holds keys)
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,6 +46,15 @@ async def get_team(session: AsyncSession, team_id: str) -> Team:
     team = await session.get(Team, team_id)
     if team is None or team.deleted_at is not None:
         raise NotFound(f"Team {team_id!r} does not exist.")
+    return team
+
+
+async def update_team(session: AsyncSession, team_id: str, changes: Mapping[str, Any]) -> Team:
+    """Set the given fields (names of `Team` columns) on a live team."""
+    team = await get_team(session, team_id)
+    for name, value in changes.items():
+        setattr(team, name, value)
+    await session.flush()
     return team
 
 
@@ -111,6 +122,8 @@ async def issue_key(
 
 
 async def list_keys(session: AsyncSession, team_id: str) -> list[ApiKey]:
+    """Every key of a live team, revoked ones too (404 for a team that does not exist)."""
+    await get_team(session, team_id)
     rows = await session.scalars(
         select(ApiKey).where(ApiKey.team_id == team_id).order_by(ApiKey.created_at, ApiKey.id)
     )

@@ -8,9 +8,8 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import JSONResponse
 
 from app import idempotency
-from app.db import transaction
-from app.deps import RuntimeDep, SandboxReader, SandboxWriter
-from app.sandboxes import creation, lifecycle, repository, service
+from app.deps import RuntimeDep, SandboxReader, SandboxWriter, SessionDep
+from app.sandboxes import creation, lifecycle, listing, service
 from app.sandboxes.schemas import (
     SANDBOX_ID_PATTERN,
     EventOut,
@@ -62,7 +61,7 @@ async def create_sandbox(
 @router.get("", response_model=SandboxPage)
 async def list_sandboxes(
     actor: SandboxReader,
-    rt: RuntimeDep,
+    session: SessionDep,
     team: Annotated[str | None, Query(pattern=r"^[a-z0-9-]{1,63}$")] = None,
     owner: Annotated[str | None, Query(max_length=200)] = None,
     state: Annotated[list[State] | None, Query()] = None,
@@ -71,18 +70,8 @@ async def list_sandboxes(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> SandboxPage:
-    team_id = team if actor.is_admin else actor.team_id
-    async with transaction(rt.sessions) as session:
-        rows, next_cursor = await repository.page(
-            session,
-            team_id=team_id,
-            owner=actor.owner or owner,
-            states=state,
-            tier=tier,
-            tag=tag,
-            limit=limit,
-            cursor=cursor,
-        )
+    where = listing.Filters(team=team, owner=owner, states=state, tier=tier, tag=tag)
+    rows, next_cursor = await listing.page(session, actor, where, limit=limit, cursor=cursor)
     return SandboxPage(items=[SandboxOut.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
