@@ -9,7 +9,8 @@ A key is remembered per API key and route for 24 hours with a fingerprint of the
 The record is inserted (in flight) in its own committed transaction before the work starts, so
 concurrent duplicates on any replica meet the primary key. Outcomes that changed nothing (a
 refusal, an upstream that was certainly not reached, bad input) are forgotten, so the client
-may retry them with the same key; every other outcome is stored and replayed.
+may retry them with the same key; every other outcome is stored and replayed. The queries are
+in `app.idempotency_repository`.
 """
 
 from __future__ import annotations
@@ -22,13 +23,11 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import idempotency_repository as repository
 from app.db import transaction
 from app.errors import AppError, Conflict, Unprocessable, problem_response
-from app.models import IdempotencyRecord
 
 TTL = timedelta(hours=24)
 # Statuses after which nothing happened, so the key may be used again.
@@ -57,30 +56,15 @@ async def run(
             "Idempotency-Key must be 1 to 255 characters.", kind="bad-idempotency-key"
         )
     digest = fingerprint(route, body)
-    identity = (
-        IdempotencyRecord.key_id == key_id,
-        IdempotencyRecord.route == route,
-        IdempotencyRecord.idempotency_key == idempotency_key,
-    )
+    identity = repository.RecordKey(key_id, route, idempotency_key)
     now = datetime.now(UTC)
     async with transaction(sessions) as session:
-        await session.execute(
-            delete(IdempotencyRecord).where(*identity, IdempotencyRecord.expires_at <= now)
+        await repository.delete_expired(session, identity, now)
+        claimed = await repository.claim(
+            session, identity, fingerprint=digest, expires_at=now + TTL
         )
-        inserted = await session.scalar(
-            insert(IdempotencyRecord)
-            .values(
-                key_id=key_id,
-                route=route,
-                idempotency_key=idempotency_key,
-                fingerprint=digest,
-                expires_at=now + TTL,
-            )
-            .on_conflict_do_nothing()
-            .returning(IdempotencyRecord.key_id)
-        )
-        if inserted is None:
-            existing = await session.scalar(select(IdempotencyRecord).where(*identity))
+        if not claimed:
+            existing = await repository.get(session, identity)
             if existing is None:  # expired and removed by a concurrent request just now
                 raise Conflict("Retry the request.", kind="idempotency-in-flight")
             if existing.fingerprint != digest:
@@ -124,16 +108,16 @@ async def run(
 
 async def _store(
     sessions: async_sessionmaker[AsyncSession],
-    identity: tuple[Any, ...],
+    identity: repository.RecordKey,
     status: int,
     payload: dict[str, Any],
 ) -> None:
     async with transaction(sessions) as session:
-        await session.execute(
-            update(IdempotencyRecord).where(*identity).values(status=status, response=payload)
-        )
+        await repository.store(session, identity, status, payload)
 
 
-async def _forget(sessions: async_sessionmaker[AsyncSession], identity: tuple[Any, ...]) -> None:
+async def _forget(
+    sessions: async_sessionmaker[AsyncSession], identity: repository.RecordKey
+) -> None:
     async with transaction(sessions) as session:
-        await session.execute(delete(IdempotencyRecord).where(*identity))
+        await repository.forget(session, identity)

@@ -26,10 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import transaction
 from app.models import OrgPlan, Sandbox, Team, UsageInterval
+from app.sandboxes.states import LIVE, SandboxState
 from app.usage import budget
-
-# The states that hold (or are about to hold) a VM, as admission counts them.
-LIVE_STATES = ("starting", "running", "unknown")
 
 
 @dataclass(frozen=True)
@@ -51,17 +49,18 @@ class Snapshot:
 async def read_snapshot(session: AsyncSession, *, at: datetime, timezone: ZoneInfo) -> Snapshot:
     running_rows = await session.execute(
         select(Sandbox.team_id, Sandbox.tier, func.count())
-        .where(Sandbox.state == "running")
+        .where(Sandbox.state == SandboxState.RUNNING)
         .group_by(Sandbox.team_id, Sandbox.tier)
     )
     starting_rows = await session.execute(
         select(Sandbox.team_id, func.count())
-        .where(Sandbox.state == "starting")
+        .where(Sandbox.state == SandboxState.STARTING)
         .group_by(Sandbox.team_id)
     )
+    # Live as admission counts them: holding, or about to hold, a VM.
     live_rows = await session.execute(
         select(Sandbox.managed, func.count())
-        .where(Sandbox.state.in_(LIVE_STATES))
+        .where(Sandbox.state.in_(LIVE))
         .group_by(Sandbox.managed)
     )
     live_by_managed = {bool(managed): int(n) for managed, n in live_rows}

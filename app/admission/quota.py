@@ -6,10 +6,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.admission import service
+from app.admission import repository, service
 from app.admission.schemas import (
     OrgQuota,
     PlanIn,
@@ -25,7 +24,8 @@ from app.audit import service as audit
 from app.errors import Forbidden, NotFound, Unprocessable
 from app.identity import service as identity_service
 from app.identity.actor import Actor
-from app.models import OrgPlan, Sandbox
+from app.models import OrgPlan
+from app.sandboxes.states import SandboxState
 from app.usage import budget
 
 
@@ -55,9 +55,7 @@ async def check(
     if body.action == "start":
         if body.sandbox_id is None:
             raise Unprocessable("A start check names its sandbox_id.", kind="sandbox-required")
-        sandbox = await session.scalar(
-            select(Sandbox).where(Sandbox.id == body.sandbox_id, Sandbox.team_id == team_id)
-        )
+        sandbox = await repository.team_sandbox(session, team_id, body.sandbox_id)
         if sandbox is None:
             raise NotFound(f"Sandbox {body.sandbox_id!r} does not exist.")
         owner, tier = sandbox.owner, sandbox.tier
@@ -78,23 +76,15 @@ async def show(
     plan = await service.load_plan(session, lock=False)
     used = await service.usage(session, plan, team_id, None, await service.rates_at(session, at))
     assert used.team_burn is not None
-    by_state = dict(
-        (
-            await session.execute(
-                select(Sandbox.state, func.count())
-                .where(Sandbox.team_id == team_id, Sandbox.state.in_(service.LIVE_STATES))
-                .group_by(Sandbox.state)
-            )
-        ).all()
-    )
+    by_state = await repository.live_by_state(session, team_id)
     status = await budget.budget_status(session, team, at, timezone=timezone)
     return QuotaOut(
         team=team_id,
         limits=TeamLimits.model_validate(team, from_attributes=True),
         usage=TeamUsage(
             live=used.team_live,
-            running=by_state.get("running", 0),
-            starting=by_state.get("starting", 0),
+            running=by_state.get(SandboxState.RUNNING, 0),
+            starting=by_state.get(SandboxState.STARTING, 0),
             burn_credits_per_hour=service.plain(used.team_burn),
             month_to_date_credits=status.spent,
         ),

@@ -37,17 +37,18 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Row, func, select, text
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.admission import repository
 from app.errors import AppError, Forbidden, NotFound, PaymentRequired, TooManyRequests
 from app.metrics import ADMISSIONS
 from app.models import OrgPlan, Sandbox, Team
+from app.sandboxes.states import SandboxState
 from app.tiers import TIERS, rank
 from app.usage import budget, ledger
 from app.usage import repository as usage_repository
 
-LIVE_STATES = ("starting", "running", "unknown")
 PLAN_LIMITS = {"build": 10, "scale": 250}
 # How long a refused caller should wait before asking again: capacity frees as VMs stop.
 RETRY_AFTER_SECONDS = 5
@@ -103,12 +104,7 @@ def _effective(plan_limit: int, observed_limit: int | None) -> int:
 
 
 async def load_plan(session: AsyncSession, *, lock: bool) -> OrgPlan:
-    query = select(OrgPlan).where(OrgPlan.id == 1)
-    if lock:
-        query = query.with_for_update()
-    plan = await session.scalar(query)
-    assert plan is not None, "migration 0002 seeds the org_plan row"
-    return plan
+    return await repository.plan(session, lock=lock)
 
 
 async def rates_at(session: AsyncSession, at: datetime) -> dict[str, Decimal]:
@@ -125,36 +121,8 @@ async def burn_rate(
     session: AsyncSession, team_id: str, at: datetime, *, excluding: str | None = None
 ) -> Decimal:
     """Summed credits/h of the team's live sandboxes (optionally leaving one out)."""
-    query = (
-        select(Sandbox.tier, func.count())
-        .where(Sandbox.team_id == team_id, Sandbox.state.in_(LIVE_STATES))
-        .group_by(Sandbox.tier)
-    )
-    if excluding is not None:
-        query = query.where(Sandbox.id != excluding)
-    tiers = {tier: count for tier, count in (await session.execute(query)).all()}
+    tiers = await repository.live_tiers(session, team_id, excluding=excluding)
     return _burn(tiers, await rates_at(session, at))
-
-
-# Every count a decision needs, in one statement, so the org lock is held for one round trip.
-_COUNTS = text(
-    """
-    WITH live AS (
-        SELECT team_id, owner, tier FROM sandboxes
-        WHERE state IN ('starting', 'running', 'unknown')
-    ),
-    per_team AS (SELECT team_id, count(*) AS n FROM live GROUP BY team_id),
-    team_tiers AS (SELECT tier, count(*) AS n FROM live WHERE team_id = :team GROUP BY tier)
-    SELECT
-        (SELECT count(*) FROM live) AS org_live,
-        (SELECT count(*) FROM live WHERE team_id = :team) AS team_live,
-        (SELECT count(*) FROM live WHERE team_id = :team AND owner = :owner) AS owner_live,
-        (SELECT coalesce(json_object_agg(tier, n), '{}') FROM team_tiers) AS team_tiers,
-        (SELECT coalesce(sum(greatest(t.guaranteed - coalesce(p.n, 0), 0)), 0)
-           FROM teams t LEFT JOIN per_team p ON p.team_id = t.id
-          WHERE t.guaranteed > 0 AND t.id <> :team AND t.deleted_at IS NULL) AS reserved
-    """
-)
 
 
 async def usage(
@@ -174,7 +142,7 @@ async def _usage(
     owner: str | None,
     rates: dict[str, Decimal] | None,
 ) -> Usage:
-    row = (await session.execute(_COUNTS, {"team": team_id, "owner": owner})).one()
+    row = await repository.counts(session, team_id, owner)
     return Usage(
         org_live=row.org_live,
         team_live=row.team_live,
@@ -301,19 +269,6 @@ async def _decide(
     )
 
 
-# Locks the org row and reads the team's limits with it; see the module's docstring.
-_LOCK_FOR_TEAM = text(
-    """
-    SELECT t.id, t.max_concurrent, t.max_concurrent_per_owner, t.max_tier,
-           t.max_credits_per_hour, t.guaranteed, t.monthly_budget_credits,
-           p.plan_limit, p.observed_limit
-      FROM teams t CROSS JOIN org_plan p
-     WHERE t.id = :team AND t.deleted_at IS NULL AND p.id = 1
-       FOR UPDATE OF p
-    """
-)
-
-
 async def admit(
     session: AsyncSession,
     team_id: str,
@@ -330,7 +285,8 @@ async def admit(
 
     Call inside the transaction that then reserves the `starting` row and commits."""
     at = at or datetime.now(UTC)
-    row = (await session.execute(_LOCK_FOR_TEAM, {"team": team_id})).one_or_none()
+    # The org row first, the team's limits with it: see the module's docstring.
+    row = await repository.lock_org_for_team(session, team_id)
     if row is None:
         raise NotFound(f"Team {team_id!r} does not exist.")
     limit = _effective(row.plan_limit, row.observed_limit)
@@ -346,14 +302,14 @@ async def check_resize(
 ) -> None:
     """A live tier change upward must respect max_tier and the burn rate."""
     at = at or datetime.now(UTC)
-    team = await session.get(Team, sandbox.team_id)
+    team = await repository.team(session, sandbox.team_id)
     assert team is not None
     if team.max_tier is not None and rank(tier) > rank(team.max_tier):
         raise _refusal(
             Forbidden, "max_tier", "team", tier, team.max_tier,
             f"Tier {tier} is above team {team.id}'s largest tier, {team.max_tier}.",
         )  # fmt: skip
-    if team.max_credits_per_hour is not None and sandbox.state == "running":
+    if team.max_credits_per_hour is not None and sandbox.state == SandboxState.RUNNING:
         await load_plan(session, lock=True)
         others = await burn_rate(session, team.id, at, excluding=sandbox.id)
         rate = (await rates_at(session, at))[tier]

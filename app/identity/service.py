@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound, Unauthorized, Unprocessable
-from app.identity import keys
+from app.identity import keys, repository
 from app.identity.actor import Actor
-from app.models import ApiKey, Sandbox, Team
+from app.models import ApiKey, Team
 
 # last_used_at is a hint, not a log: write it at most this often per key.
 _LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -33,17 +32,14 @@ class IssuedKey:
 
 
 async def create_team(session: AsyncSession, *, team_id: str, name: str) -> Team:
-    if await session.get(Team, team_id) is not None:
+    # A deleted team keeps its id: its records still name it.
+    if await repository.get_team(session, team_id) is not None:
         raise Conflict(f"Team {team_id!r} already exists.", kind="team-exists")
-    team = Team(id=team_id, name=name)
-    session.add(team)
-    await session.flush()
-    await session.refresh(team)
-    return team
+    return await repository.add_team(session, Team(id=team_id, name=name))
 
 
 async def get_team(session: AsyncSession, team_id: str) -> Team:
-    team = await session.get(Team, team_id)
+    team = await repository.get_team(session, team_id)
     if team is None or team.deleted_at is not None:
         raise NotFound(f"Team {team_id!r} does not exist.")
     return team
@@ -59,29 +55,19 @@ async def update_team(session: AsyncSession, team_id: str, changes: Mapping[str,
 
 
 async def list_teams(session: AsyncSession) -> list[Team]:
-    rows = await session.scalars(select(Team).where(Team.deleted_at.is_(None)).order_by(Team.id))
-    return list(rows)
+    return await repository.live_teams(session)
 
 
 async def delete_team(session: AsyncSession, team_id: str) -> None:
     """Delete a team that has no live sandbox; its keys are revoked, its records kept."""
     team = await get_team(session, team_id)
-    live = await session.scalar(
-        select(Sandbox.id)
-        .where(Sandbox.team_id == team_id, Sandbox.state.not_in(("deleted", "failed")))
-        .limit(1)
-    )
-    if live is not None:
+    if await repository.has_unfinished_sandbox(session, team_id):
         raise Conflict(
             f"Team {team_id!r} still has sandboxes; delete them first.", kind="team-not-empty"
         )
     now = datetime.now(UTC)
     team.deleted_at = now
-    await session.execute(
-        update(ApiKey)
-        .where(ApiKey.team_id == team_id, ApiKey.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
+    await repository.revoke_team_keys(session, team_id, now)
     await session.flush()
 
 
@@ -104,34 +90,31 @@ async def issue_key(
     if expires_at is not None and expires_at <= datetime.now(UTC):
         raise Unprocessable("expires_at must be in the future.", kind="invalid-expiry")
     new = keys.generate()
-    row = ApiKey(
-        id=new.key_id,
-        team_id=team_id,
-        name=name,
-        secret_sha256=new.digest,
-        scopes=sorted(set(scopes)),
-        is_admin=is_admin,
-        owner=owner,
-        expires_at=expires_at,
-        rotated_from=rotated_from,
+    row = await repository.add_key(
+        session,
+        ApiKey(
+            id=new.key_id,
+            team_id=team_id,
+            name=name,
+            secret_sha256=new.digest,
+            scopes=sorted(set(scopes)),
+            is_admin=is_admin,
+            owner=owner,
+            expires_at=expires_at,
+            rotated_from=rotated_from,
+        ),
     )
-    session.add(row)
-    await session.flush()
-    await session.refresh(row)
     return IssuedKey(row=row, token=new.token)
 
 
 async def list_keys(session: AsyncSession, team_id: str) -> list[ApiKey]:
     """Every key of a live team, revoked ones too (404 for a team that does not exist)."""
     await get_team(session, team_id)
-    rows = await session.scalars(
-        select(ApiKey).where(ApiKey.team_id == team_id).order_by(ApiKey.created_at, ApiKey.id)
-    )
-    return list(rows)
+    return await repository.keys_of(session, team_id)
 
 
 async def get_key(session: AsyncSession, key_id: str) -> ApiKey:
-    row = await session.get(ApiKey, key_id)
+    row = await repository.get_key(session, key_id)
     if row is None:
         raise NotFound(f"Key {key_id!r} does not exist.")
     return row
@@ -148,7 +131,7 @@ async def revoke_key(session: AsyncSession, key_id: str) -> ApiKey:
 async def rotate_key(session: AsyncSession, key_id: str, *, overlap: timedelta) -> IssuedKey:
     """Issue a successor with the same team, scopes and owner; the old key keeps working for
     `overlap`, so deployments can roll over without an outage."""
-    old = await session.get(ApiKey, key_id)
+    old = await repository.get_key(session, key_id)
     if old is None or old.revoked_at is not None:
         raise NotFound(f"Key {key_id!r} does not exist or is revoked.")
     issued = await issue_key(
@@ -176,7 +159,7 @@ async def authenticate(session: AsyncSession, token: str, *, env_admin_key: str 
     if parsed is None:
         raise Unauthorized("The API key is malformed.", headers={"WWW-Authenticate": "Bearer"})
     key_id, secret = parsed
-    row = await session.get(ApiKey, key_id)
+    row = await repository.get_key(session, key_id)
     # Hash even when the id is unknown so timing does not tell which ids exist.
     stored = row.secret_sha256 if row is not None else b"\0" * 32
     if not keys.matches(secret, stored) or row is None:
@@ -187,7 +170,7 @@ async def authenticate(session: AsyncSession, token: str, *, env_admin_key: str 
             "The API key is revoked or expired.", headers={"WWW-Authenticate": "Bearer"}
         )
     if row.last_used_at is None or now - row.last_used_at > _LAST_USED_RESOLUTION:
-        await session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+        await repository.touch_key(session, row.id, now)
     return Actor(
         key_id=row.id,
         team_id=row.team_id,
@@ -199,7 +182,4 @@ async def authenticate(session: AsyncSession, token: str, *, env_admin_key: str 
 
 
 async def has_admin_key(session: AsyncSession) -> bool:
-    found = await session.scalar(
-        select(ApiKey.id).where(ApiKey.is_admin.is_(True), ApiKey.revoked_at.is_(None)).limit(1)
-    )
-    return found is not None
+    return await repository.has_admin_key(session)

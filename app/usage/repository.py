@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import Row, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.models import PriceBook
+from app.models import PriceBook, Team
 
 # group_by key → (output column, SQL expression over the pieces)
 GROUP_KEYS: dict[str, str] = {
@@ -29,6 +29,14 @@ GROUP_KEYS: dict[str, str] = {
     "sandbox": "sandbox_id",
     "day": "day",
 }
+
+
+# --- teams --------------------------------------------------------------------------------
+
+
+async def team(session: AsyncSession, team_id: str) -> Team | None:
+    """The team whose budget is asked about, deleted or not."""
+    return await session.get(Team, team_id)
 
 
 # --- price book ---------------------------------------------------------------------------

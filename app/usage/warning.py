@@ -17,9 +17,8 @@ from datetime import UTC, datetime
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.db import transaction
-from app.models import Team
 from app.runtime import Runtime
-from app.usage import budget
+from app.usage import budget, repository
 
 log = logging.getLogger(__name__)
 HEADER = b"corral-budget-warning"
@@ -62,7 +61,7 @@ class BudgetWarning:
         try:
             runtime: Runtime = scope["app"].state.runtime
             async with transaction(runtime.sessions) as session:
-                team = await session.get(Team, team_id)
+                team = await repository.team(session, team_id)
                 warning = None
                 if team is not None and team.monthly_budget_credits is not None:
                     status = await budget.budget_status(
