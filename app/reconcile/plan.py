@@ -26,25 +26,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
 
-from app.tiers import LIST_CREDITS_PER_HOUR
+from app.clock import clamp
 from app.upstream.schemas import RunningVM
+from app.upstream.tiers import tier_of
 
 # Consecutive polls a running sandbox must be missing from before it is closed.
 MISSES_TO_CLOSE = 2
-
-_TIER_BY_CREDITS: dict[Decimal, str] = {rate: tier for tier, rate in LIST_CREDITS_PER_HOUR.items()}
-# CPU cores and memory (GiB) per tier, as the upstream's `/vm/running` reports them (CONTRACT §4).
-_TIER_BY_SPECS: dict[tuple[int, int], str] = {
-    (1, 2): "Pico",
-    (2, 4): "Nano",
-    (4, 8): "Micro",
-    (8, 16): "Small",
-    (16, 32): "Medium",
-    (32, 64): "Large",
-    (64, 128): "XLarge",
-}
 
 
 @dataclass(frozen=True)
@@ -111,24 +99,6 @@ class Plan:
     # unknown here may be theirs, so they are looked up before anything is called unmanaged.
     pending: list[Row] = field(default_factory=list)
     orphans: list[tuple[Row, RunningVM]] = field(default_factory=list)
-
-
-def upstream_tier(vm: RunningVM) -> str | None:
-    """The tier a `/vm/running` row describes: by its specs, else by its credit basis."""
-    if vm.specs is not None and vm.specs.cpu is not None and vm.specs.memory is not None:
-        tier = _TIER_BY_SPECS.get((vm.specs.cpu, vm.specs.memory))
-        if tier is not None:
-            return tier
-    if vm.credit_basis is not None:
-        try:
-            return _TIER_BY_CREDITS.get(Decimal(vm.credit_basis.strip()))
-        except InvalidOperation:
-            return None
-    return None
-
-
-def clamp(moment: datetime, low: datetime, high: datetime) -> datetime:
-    return max(low, min(moment, high))
 
 
 def estimate_end(
@@ -261,7 +231,7 @@ def _classify_running(
             plan.resets.append((row, vm))
         elif _needs_sighting(row, vm, poll_at, refresh):
             plan.sightings.append((row, vm))
-        tier = upstream_tier(vm)
+        tier = tier_of(vm)
         if tier is not None and tier != row.tier:
             plan.resizing.append(Resize(row, vm, tier))
         return

@@ -15,10 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.reconcile import repository
 from app.reconcile.period import ACTOR, Finding, Period, iso, record
-from app.reconcile.plan import Closing, Resize, Waking, upstream_tier
+from app.reconcile.plan import Closing, Resize, Waking
 from app.sandboxes import transitions
 from app.sandboxes.states import SandboxState
 from app.sandboxes.transitions import Move
+from app.upstream.tiers import tier_of
 
 
 async def close(period: Period, session: AsyncSession, batch: Sequence[Closing]) -> Counter[str]:
@@ -70,7 +71,7 @@ async def wake(period: Period, session: AsyncSession, batch: Sequence[Waking]) -
             detail={
                 "started_at": w.started_at.isoformat(),
                 "session_started_at": iso(w.vm.session_started_at),
-                "tier": upstream_tier(w.vm) or w.row.tier,
+                "tier": tier_of(w.vm) or w.row.tier,
             },
         )
         for w in todo

@@ -11,10 +11,11 @@ State changes are not written here: they go through `app.sandboxes.transitions`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import unnest
@@ -196,6 +197,51 @@ async def store_observed_limit(session: AsyncSession, limit: int, at: datetime) 
     await session.execute(
         update(OrgPlan).where(OrgPlan.id == 1).values(observed_limit=limit, observed_at=at)
     )
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What the call that left a sandbox `unknown` asked for, and the state it left."""
+
+    intent: str
+    from_state: str | None
+
+
+async def unknown_intents(session: AsyncSession, sandbox_ids: Sequence[str]) -> dict[str, Intent]:
+    """Each `unknown` sandbox's intent, from its latest event into `unknown` (rows whose fork
+    never answered have none: they are creates)."""
+    if not sandbox_ids:
+        return {}
+    latest = (
+        select(func.max(SandboxEvent.id))
+        .where(SandboxEvent.sandbox_id.in_(sandbox_ids), SandboxEvent.to_state == "unknown")
+        .group_by(SandboxEvent.sandbox_id)
+    )
+    rows = await session.execute(
+        select(SandboxEvent.sandbox_id, SandboxEvent.detail, SandboxEvent.from_state).where(
+            SandboxEvent.id.in_(latest)
+        )
+    )
+    return {
+        sandbox_id: Intent(detail["intent"], from_state)
+        for sandbox_id, detail, from_state in rows
+        if "intent" in detail
+    }
+
+
+async def unremoved_forks(session: AsyncSession, *, limit: int) -> list[tuple[str, str]]:
+    """(id, upstream id) of failed creates whose fork is not yet confirmed deleted."""
+    rows = await session.execute(
+        select(Sandbox.id, Sandbox.upstream_id)
+        .where(
+            Sandbox.state == "failed",
+            Sandbox.upstream_id.is_not(None),
+            Sandbox.deleted_at.is_(None),
+        )
+        .order_by(Sandbox.updated_at)
+        .limit(limit)
+    )
+    return [(sandbox_id, upstream_id) for sandbox_id, upstream_id in rows if upstream_id]
 
 
 async def state_before_start(session: AsyncSession, sandbox_id: str) -> str | None:

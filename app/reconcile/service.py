@@ -36,6 +36,7 @@ from app.reconcile.leader import period_lock
 from app.reconcile.period import BATCH_SIZE, Period, batched, guarded
 from app.reconcile.plan import Plan, classify
 from app.runtime import Runtime
+from app.sandboxes.states import SandboxState
 from app.settings import Settings
 from app.upstream.errors import UpstreamError
 from app.upstream.schemas import RunningVM, RunningVMs
@@ -155,6 +156,9 @@ async def _repair(
     async with transaction(rt.sessions) as session:
         rows = await repository.load_rows(session, list(listed))
         previous = await repository.previous_poll_at(session, run_id)
+        intents = await repository.unknown_intents(
+            session, [row.id for row in rows if row.state == SandboxState.UNKNOWN]
+        )
     period = Period(rt, run_id, poll_at, listed)
     plan = classify(
         poll.vms,
@@ -168,7 +172,7 @@ async def _repair(
     began = time.perf_counter()
     # In-flight creates only matter if some VM is unknown here.
     pending = plan.pending if plan.unknown_vms else []
-    lookups = await unresolved.look_up(period, [*pending, *plan.unresolved])
+    lookups = await unresolved.look_up(period, [*pending, *plan.unresolved], intents)
     unknown: list[RunningVM] = []
     if not lookups.failed:
         theirs = set(lookups.found.values())
@@ -190,7 +194,9 @@ async def _repair(
         if isinstance(outcome, BaseException):
             raise outcome
     for row in plan.unresolved:
-        await guarded(row.id, partial(unresolved.resolve, period, row, lookups))
+        await guarded(
+            row.id, partial(unresolved.resolve, period, row, lookups, intents.get(row.id))
+        )
     if rt.settings.unmanaged_policy == "shutdown":
         async with transaction(rt.sessions) as session:
             running = await repository.unmanaged_running(session)
@@ -198,6 +204,7 @@ async def _repair(
             await guarded(row.id, partial(unmanaged.shutdown_unmanaged, period, row))
     for row, vm in plan.orphans:
         await guarded(row.id, partial(orphans.shut_down, period, row, vm))
+    await guarded("forks", partial(unresolved.remove_forks, period))
     phases["repair"] = _ms_since(began)
     return period.drift
 

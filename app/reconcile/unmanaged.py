@@ -14,12 +14,13 @@ from app import clock
 from app.db import transaction
 from app.models import Sandbox
 from app.reconcile.period import ACTOR, Finding, Period, record
-from app.reconcile.plan import Row, upstream_tier
+from app.reconcile.plan import Row
 from app.sandboxes import creation, repository, transitions
 from app.sandboxes.states import SandboxState
 from app.sandboxes.transitions import Audit, Birth
 from app.upstream.errors import UpstreamError, UpstreamNotFound
 from app.upstream.schemas import RunningVM
+from app.upstream.tiers import tier_of
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def _row_for(period: Period, vm: RunningVM) -> Sandbox:
         owner=None,
         title=None,
         template="unknown",
-        tier=upstream_tier(vm) or settings.default_tier,
+        tier=tier_of(vm) or settings.default_tier,
         hibernation_timeout_seconds=settings.default_hibernation_timeout_seconds,
         privacy=2,
         automatic_wakeup=True,

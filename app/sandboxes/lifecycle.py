@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from datetime import datetime
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,9 +38,10 @@ from app.runtime import Runtime
 from app.sandboxes import repository, transitions
 from app.sandboxes.states import SandboxState
 from app.sandboxes.transitions import Audit, Move
-from app.upstream.errors import UpstreamError
+from app.upstream.errors import UpstreamError, UpstreamNotFound, maybe_applied
 from app.upstream.problems import to_problem
-from app.upstream.schemas import StartOptions, StartResult
+from app.upstream.schemas import RunningVM, StartOptions, StartResult
+from app.upstream.tiers import tier_of
 
 T = TypeVar("T")
 
@@ -77,6 +79,21 @@ def start_options(sandbox: Sandbox) -> StartOptions:
     )
 
 
+async def find_running(rt: Runtime, upstream_id: str, *, since: datetime) -> RunningVM | None:
+    """The VM if the upstream lists it running in a session begun at or after `since`; None
+    when it is not listed, the listing is older than that, or the upstream did not answer.
+    `/vm/running` may lag by tens of seconds, so only a listing proves anything."""
+    try:
+        listed = await rt.upstream.running_vms()
+    except UpstreamError:
+        return None
+    for vm in listed.vms:
+        if vm.id == upstream_id:
+            session = vm.session_started_at
+            return vm if session is not None and session >= since else None
+    return None
+
+
 async def start_reserved(
     rt: Runtime,
     actor: Actor,
@@ -87,7 +104,12 @@ async def start_reserved(
     upstream_id: str,
 ) -> Outcome:
     """Phase 2 and 3 of a start whose `starting` reservation is committed. `reserved` is the
-    row as committed in phase 1, only read here; `action` names the audit row."""
+    row as committed in phase 1, only read here; `action` names the audit row.
+
+    A start that certainly did not happen gives the reservation back (a create's becomes
+    `failed` and its fork is removed). One that may have happened never does: the VM is
+    looked up at once, and is recorded running if it is listed so, else `unknown`, which
+    keeps its slot until the reconciler knows."""
     sandbox_id = reserved.id
     options = start_options(reserved)
     started, err = await call_upstream(lambda: rt.upstream.start(upstream_id, options))
@@ -110,6 +132,11 @@ async def start_reserved(
         )
         if settled is not None:
             return Outcome(settled, started.bootup_type, started)
+    elif err is not None and maybe_applied(err):
+        await _settle_uncertain_start(
+            rt, actor, reserved, err, action=action, upstream_id=upstream_id
+        )
+        raise to_problem(err, sandbox_id=sandbox_id)
     # The start failed, or the reconciler settled the reservation while it was in flight.
     async with transaction(rt.sessions) as session:
         sandbox = await reload(session, sandbox_id)
@@ -155,9 +182,83 @@ async def start_reserved(
                     session, sandbox, actor=actor.key_id, action=action, detail=detail
                 )
     if err is not None:
-        if revert_to is None:
-            # Nothing should stay behind upstream for a create that failed.
-            await call_upstream(lambda: rt.upstream.delete(upstream_id))
+        if revert_to is None and sandbox.state == SandboxState.FAILED:
+            await remove_fork(rt, sandbox_id, upstream_id)
         raise to_problem(err, sandbox_id=sandbox_id)
     assert started is not None
     return Outcome(sandbox, started.bootup_type, started)
+
+
+async def _settle_uncertain_start(
+    rt: Runtime,
+    actor: Actor,
+    reserved: Sandbox,
+    err: UpstreamError,
+    *,
+    action: str,
+    upstream_id: str,
+) -> None:
+    vm = await find_running(rt, upstream_id, since=reserved.state_changed_at)
+    async with transaction(rt.sessions) as session:
+        sandbox = await reload(session, reserved.id)
+        if sandbox.state != SandboxState.STARTING:
+            # The reconciler resolved it meanwhile; only the answer is left to record.
+            await audit.record_sandbox(
+                session,
+                sandbox,
+                actor=actor.key_id,
+                action=action,
+                outcome="unknown",
+                detail={"upstream_status": err.status},
+            )
+            return
+        if vm is not None:
+            at = clock.clamp(
+                vm.session_started_at or clock.now(), reserved.state_changed_at, clock.now()
+            )
+            detail: dict[str, Any] = {
+                "error": "start",
+                "found": "running",
+                "upstream_status": err.status,
+            }
+            await transitions.move(
+                session,
+                sandbox,
+                SandboxState.RUNNING,
+                cause="api",
+                actor=actor.key_id,
+                at=at,
+                tier=tier_of(vm) or sandbox.tier,
+                detail=detail,
+                audit=Audit(action, detail),
+                upstream_id=upstream_id,
+                seen_running_at=clock.now(),
+                upstream_last_active_at=vm.last_active_at,
+            )
+            return
+        detail = {
+            "intent": SandboxState.RUNNING.value,
+            "error": "start",
+            "upstream_status": err.status,
+        }
+        await transitions.move(
+            session,
+            sandbox,
+            SandboxState.UNKNOWN,
+            cause="api",
+            actor=actor.key_id,
+            detail=detail,
+            audit=Audit(action, detail, outcome="unknown"),
+            upstream_id=upstream_id,
+        )
+
+
+async def remove_fork(rt: Runtime, sandbox_id: str, upstream_id: str) -> bool:
+    """Delete a failed create's fork upstream; once the upstream confirms it gone (done, or
+    404), the row records it (`deleted_at`), else the reconciler tries again each period."""
+    _, err = await call_upstream(lambda: rt.upstream.delete(upstream_id))
+    if err is not None and not isinstance(err, UpstreamNotFound):
+        return False
+    async with transaction(rt.sessions) as session:
+        await repository.mark_fork_removed(session, sandbox_id, clock.now())
+    return True

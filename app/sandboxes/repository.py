@@ -6,7 +6,7 @@ import base64
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import BadRequest
@@ -94,3 +94,13 @@ async def events(session: AsyncSession, sandbox_id: str) -> list[SandboxEvent]:
         select(SandboxEvent).where(SandboxEvent.sandbox_id == sandbox_id).order_by(SandboxEvent.id)
     )
     return list(rows)
+
+
+async def mark_fork_removed(session: AsyncSession, sandbox_id: str, at: datetime) -> None:
+    """A failed create's fork is confirmed gone upstream: it leaves the reconciler's retry list
+    (failed rows with an upstream id and no `deleted_at`)."""
+    await session.execute(
+        update(Sandbox)
+        .where(Sandbox.id == sandbox_id, Sandbox.deleted_at.is_(None))
+        .values(deleted_at=at, updated_at=at)
+    )

@@ -5,7 +5,8 @@ delete, events. Phases are described in `lifecycle`, what a transition writes in
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +22,7 @@ from app.sandboxes import access, lifecycle, repository, transitions
 from app.sandboxes.schemas import Accrued, SandboxPatch
 from app.sandboxes.states import FINAL, STOPPED, SandboxState
 from app.sandboxes.transitions import Audit, Move
-from app.upstream.errors import UpstreamNotFound
+from app.upstream.errors import UpstreamError, UpstreamNotFound, maybe_applied
 from app.upstream.problems import to_problem
 from app.usage import statements
 
@@ -157,7 +158,11 @@ async def stop(
     """Hibernate or shut down. A sandbox that is already stopped is answered as it is; one
     the upstream reports not running (404) had stopped on its own, and is recorded so.
     `cause` is why Corral stops it (`api`, or `budget`/`admin` for automatic stops), recorded
-    in the event and the audit row."""
+    in the event and the audit row.
+
+    A stop that may have happened is asked once more: done, or a 404 (not running), settles
+    it; otherwise the sandbox is `unknown` with the stop as its intent, its interval still
+    open, and the reconciler decides from what the upstream lists."""
     to_state = SandboxState(to_state)
     verb = "hibernate" if to_state == SandboxState.HIBERNATED else "shutdown"
     async with transaction(rt.sessions) as session:
@@ -170,7 +175,22 @@ async def stop(
     upstream_id = sandbox.upstream_id
     assert upstream_id is not None
     call = rt.upstream.hibernate if verb == "hibernate" else rt.upstream.shutdown
+    began = clock.now()
     _, err = await lifecycle.call_upstream(lambda: call(upstream_id))
+    at: datetime | None = None
+    if err is not None and maybe_applied(err):
+        _, again = await lifecycle.call_upstream(lambda: call(upstream_id))
+        if again is None:
+            err = None  # stopped now, by this call
+        elif isinstance(again, UpstreamNotFound):
+            err, at = None, began  # the first call stopped it
+        elif maybe_applied(again):
+            await _record_uncertain(
+                rt, actor, sandbox, intent=to_state, at=began, action=f"sandbox.{verb}", err=err
+            )
+            raise to_problem(err, sandbox_id=sandbox_id)
+        else:
+            err = again
     if err is not None and not isinstance(err, UpstreamNotFound):
         async with transaction(rt.sessions) as session:
             await audit.record_sandbox(
@@ -191,7 +211,7 @@ async def stop(
         from_state=SandboxState(sandbox.state),
         to_state=to_state,
         tier=sandbox.tier,
-        at=clock.now(),
+        at=at or clock.now(),
         cause="upstream" if already_stopped else cause,
         actor=None if already_stopped else actor.key_id,
         detail={"upstream": "not running"} if already_stopped else {},
@@ -210,6 +230,7 @@ async def stop(
                 to_state,
                 cause=change.cause,
                 actor=change.actor,
+                at=change.at,
                 detail=change.detail,
                 audit=asked,
             )
@@ -218,6 +239,47 @@ async def stop(
                 session, row, actor=actor.key_id, action=asked.action, cause=cause
             )
     return lifecycle.Outcome(row)
+
+
+async def _record_uncertain(
+    rt: Runtime,
+    actor: Actor,
+    sandbox: Sandbox,
+    *,
+    intent: SandboxState,
+    at: datetime,
+    action: str,
+    err: UpstreamError,
+) -> None:
+    """A call that may have happened and could not be confirmed: the sandbox is `unknown`,
+    with what was asked (`intent`) and when, for the reconciler to resolve. The ledger is left
+    as it is: an open interval stays open until the upstream tells."""
+    detail = {"intent": str(intent), "error": action, "upstream_status": err.status}
+    async with transaction(rt.sessions) as session:
+        row = await lifecycle.reload(session, sandbox.id)
+        if row.state != sandbox.state:
+            await audit.record_sandbox(
+                session, row, actor=actor.key_id, action=action, outcome="unknown", detail=detail
+            )
+            return
+        await transitions.move(
+            session,
+            row,
+            SandboxState.UNKNOWN,
+            cause="api",
+            actor=actor.key_id,
+            at=at,
+            detail=detail,
+            audit=Audit(action, detail, outcome="unknown"),
+        )
+
+
+async def _call_confirmed(call: Callable[[], Awaitable[Any]]) -> UpstreamError | None:
+    """An idempotent call, asked once more when its first answer may have been lost."""
+    _, err = await lifecycle.call_upstream(call)
+    if err is not None and maybe_applied(err):
+        _, err = await lifecycle.call_upstream(call)
+    return err
 
 
 async def update(
@@ -237,12 +299,14 @@ async def update(
     upstream_id = sandbox.upstream_id or ""
     tier = changes.get("tier")
     timeout = changes.get("hibernation_timeout_seconds")
+    # Both calls set a value, so asking again is safe. One that may have happened and stays
+    # unconfirmed changes nothing here: the reconciler sees a changed tier in `/vm/running`.
     if running and tier is not None and tier != sandbox.tier:
-        _, err = await lifecycle.call_upstream(lambda: rt.upstream.update_specs(upstream_id, tier))
+        err = await _call_confirmed(lambda: rt.upstream.update_specs(upstream_id, tier))
         if err is not None:
             raise to_problem(err, sandbox_id=sandbox_id)
     if running and timeout is not None:
-        _, err = await lifecycle.call_upstream(
+        err = await _call_confirmed(
             lambda: rt.upstream.update_hibernation_timeout(upstream_id, timeout)
         )
         if err is not None:
@@ -277,7 +341,9 @@ async def update(
 
 
 async def delete(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outcome:
-    """Shut down if running, delete upstream, keep the record and its usage."""
+    """Shut down if running, delete upstream, keep the record and its usage. A delete that
+    may have happened is confirmed by looking the sandbox up: gone is deleted, still there is
+    not; no answer leaves it `unknown` for the reconciler."""
     async with transaction(rt.sessions) as session:
         sandbox = await access.load(session, actor, sandbox_id)
         if sandbox.state == SandboxState.DELETED:
@@ -285,10 +351,26 @@ async def delete(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outcom
         if sandbox.state == SandboxState.STARTING:
             raise InvalidState(sandbox_id, sandbox.state, cannot="be deleted")
     if sandbox.state in STOPPABLE:
-        await stop(rt, actor, sandbox_id, to_state=SandboxState.SHUTDOWN)
+        sandbox = (await stop(rt, actor, sandbox_id, to_state=SandboxState.SHUTDOWN)).sandbox
+    at: datetime | None = None
     if sandbox.upstream_id is not None:
         upstream_id = sandbox.upstream_id
+        began = clock.now()
         _, err = await lifecycle.call_upstream(lambda: rt.upstream.delete(upstream_id))
+        if err is not None and maybe_applied(err):
+            _, looked = await lifecycle.call_upstream(lambda: rt.upstream.get_sandbox(upstream_id))
+            if isinstance(looked, UpstreamNotFound):
+                err, at = None, began
+            elif looked is not None:  # no answer: the reconciler looks again
+                await _record_uncertain(
+                    rt,
+                    actor,
+                    sandbox,
+                    intent=SandboxState.DELETED,
+                    at=began,
+                    action="sandbox.delete",
+                    err=err,
+                )
         if err is not None and not isinstance(err, UpstreamNotFound):
             raise to_problem(err, sandbox_id=sandbox_id)
     async with transaction(rt.sessions) as session:
@@ -301,6 +383,7 @@ async def delete(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outcom
                 SandboxState.DELETED,
                 cause="api",
                 actor=actor.key_id,
+                at=at,
                 audit=asked,
             )
         else:

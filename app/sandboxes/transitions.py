@@ -2,9 +2,11 @@
 
 A transition changes, in one statement and so atomically:
 - the sandbox row: state, cause, when, and what the move learnt (upstream id, tier, sightings);
-- the usage ledger: an interval is open exactly while the sandbox is `running`. Entering
-  `running` opens one, leaving it closes the open one, and a tier change while running (a
-  `split`) closes it and opens the next, at the price-book version in force at that moment;
+- the usage ledger: an interval is open while the sandbox is `running`. Entering `running`
+  opens one (unless one is open), leaving it closes the open one, and a tier change while
+  running (a `split`) closes it and opens the next, at the price-book version in force at that
+  moment. The one exception is `unknown` after a stop that may have happened: the interval
+  stays open, neither closed nor split on a guess, until the upstream tells (DESIGN §11);
 - the sandbox event, with its cause and actor;
 - the audit row, when the move is the answer to a call or an automatic action.
 
@@ -43,8 +45,11 @@ from app.usage import ledger
 
 Database = AsyncSession | AsyncConnection
 
-# The one state in which a sandbox is billed: its interval is open exactly while it is here.
+# The one state in which a sandbox is billed: entering it opens an interval, leaving it for any
+# other state closes the open one, except for `HELD`: a sandbox whose stop may have happened
+# keeps its interval open until the upstream tells whether it still runs.
 BILLED = SandboxState.RUNNING
+HELD = SandboxState.UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,7 @@ _BORN_COLUMNS: dict[str, str] = {
 _SANDBOX_COLUMNS = ", ".join(f"m.{column.name}" for column in Sandbox.__table__.columns)
 _TAIL_FROM_U = ", ".join(f"u.{name}" for name in _TAIL_COLUMNS)
 _RUNNING = f"'{BILLED.value}'"
+_HELD = f"'{HELD.value}'"
 
 # Consumes `moved` (each row as it now is, plus the tail columns and `from_state`/`had_open`).
 # `opened` reads `closed` to completion first, so a split's new interval never meets the old
@@ -161,7 +167,7 @@ closed AS (
        SET ended_at = greatest(i.started_at, m.moved_at), end_cause = m.end_cause
       FROM moved m
      WHERE i.sandbox_id = m.id AND i.ended_at IS NULL AND m.had_open
-       AND (m.state <> {_RUNNING} OR m.split)
+       AND (m.state NOT IN ({_RUNNING}, {_HELD}) OR m.split)
     RETURNING i.sandbox_id
 ),
 opened AS (

@@ -35,6 +35,7 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnauthorized",
     "UpstreamUnavailable",
+    "maybe_applied",
 ]
 
 
@@ -124,3 +125,9 @@ class UpstreamUnavailable(UpstreamError):
 
 class UpstreamTimeout(UpstreamUnavailable):
     """An attempt timed out, or the call's overall deadline ran out."""
+
+
+def maybe_applied(err: UpstreamError) -> bool:
+    """Could the upstream have done what the failed call asked? Only an unavailable upstream
+    leaves that open; a 4xx is a refusal, so certainly not applied."""
+    return isinstance(err, UpstreamUnavailable) and err.maybe_applied

@@ -159,13 +159,15 @@ class TestBudget:
 
 
 class TestReservations:
-    async def test_failed_upstream_start_releases_the_reservation(self, client, sim):
+    async def test_a_refused_upstream_start_releases_the_reservation(self, client, sim):
+        """Only a start that certainly did not happen (503: turned away) gives the slot back;
+        one that may have happened keeps it (tests/sandboxes/test_uncertain_outcomes.py)."""
         await set_plan(client, plan="enterprise", limit=1)
         headers = await factories.team_with_key(client, "team-a")
         await sim.put(
-            "/_simulator/config", json={"faults": {"start": {"error_rate": 1.0, "status": 500}}}
+            "/_simulator/config", json={"faults": {"start": {"error_rate": 1.0, "status": 503}}}
         )
-        assert (await client.post("/v1/sandboxes", json={}, headers=headers)).status_code == 502
+        assert (await client.post("/v1/sandboxes", json={}, headers=headers)).status_code == 503
         quota = (await client.get("/v1/quota", headers=headers)).json()
         assert quota["usage"]["live"] == 0 and quota["org"]["live"] == 0
         await sim.put("/_simulator/config", json={"faults": {}})

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from app.reconcile.plan import Plan, Row, classify, estimate_end, last_sighting, upstream_tier
+from app.reconcile.plan import Plan, Row, classify, estimate_end, last_sighting
 from app.upstream.schemas import RunningVM, VMSpecs
+from app.upstream.tiers import tier_of as upstream_tier
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 GRACE = timedelta(seconds=90)

@@ -40,11 +40,12 @@ async def test_lost_fork_answer_is_found_by_its_operation_tag(client, sim, runti
     assert len([i for i in await intervals(runtime, created["id"]) if i.ended_at is None]) == 1
 
 
-async def test_failed_start_after_fork_leaves_no_vm_and_a_failed_record(client, sim, runtime):
+async def test_refused_start_after_fork_leaves_no_vm_and_a_failed_record(client, sim, runtime):
     headers = await factories.team_with_key(client)
-    await faults(sim, start={"error_rate": 1.0, "status": 500})
+    # 503 is the upstream turning the start away: certainly not applied.
+    await faults(sim, start={"error_rate": 1.0, "status": 503})
     response = await client.post("/v1/sandboxes", json={}, headers=headers)
-    assert response.status_code == 502
+    assert response.status_code == 503
     assert "retry-after" in response.headers
     item = (await client.get("/v1/sandboxes", headers=headers)).json()["items"][0]
     assert item["state"] == "failed"
@@ -96,9 +97,10 @@ async def test_upstream_concurrency_refusal_is_429_with_retry_after(client, sim)
 async def test_hibernate_failure_leaves_it_running(client, sim, runtime):
     headers = await factories.team_with_key(client)
     sandbox = await factories.sandbox(client, headers)
-    await faults(sim, hibernate={"error_rate": 1.0, "status": 502})
+    # 503: turned away, so certainly not applied (a 502 may have been: see the uncertain tests).
+    await faults(sim, hibernate={"error_rate": 1.0, "status": 503})
     response = await client.post(f"/v1/sandboxes/{sandbox['id']}/hibernate", headers=headers)
-    assert response.status_code == 502
+    assert response.status_code == 503
     assert (await client.get(f"/v1/sandboxes/{sandbox['id']}", headers=headers)).json()[
         "state"
     ] == "running"
