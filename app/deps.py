@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.errors import Forbidden, Unauthorized
+from app.errors import BearerRejected, MissingScope
 from app.identity import service as identity_service
 from app.identity.actor import Actor
 from app.runtime import Runtime
@@ -54,10 +54,7 @@ def _bearer(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized(
-            "An API key is required: Authorization: Bearer <key>.",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise BearerRejected("An API key is required: Authorization: Bearer <key>.")
     return token.strip()
 
 
@@ -81,7 +78,7 @@ CurrentActor = Annotated[Actor, Depends(authenticate)]
 def require(scope: str) -> Callable[[Actor], Coroutine[Any, Any, Actor]]:
     async def check(actor: CurrentActor) -> Actor:
         if not actor.has(scope):
-            raise Forbidden(f"This key lacks the {scope!r} scope.", kind="missing-scope")
+            raise MissingScope(scope)
         return actor
 
     return check

@@ -17,12 +17,42 @@ client parses exactly one error format.
     ├── BadGateway            502  (the upstream failed; Retry-After)
     └── ServiceUnavailable    503  (the upstream is unreachable or overloaded; Retry-After)
 
-Domain errors subclass these with their own `kind` and wording, so each is written once:
+Domain errors subclass these with their own `kind` and wording, so each is written once. Those
+that several domains raise are defined here; one domain's own live in its module (on the right).
 
+    BadRequest
+    └── InvalidCursor            invalid-cursor          a page cursor this API did not issue
+    Unauthorized
+    ├── BearerRejected           unauthorized            no usable bearer credential (always
+    │                                                    with WWW-Authenticate: Bearer)
+    └── InvalidToken             invalid-browser-token   app.sessions.tokens
+    PaymentRequired
+    └── BudgetExhausted          budget-exhausted        app.admission.refusals
+    Forbidden
+    ├── MissingScope             missing-scope           the key lacks the scope the route needs
+    ├── WrongTeam                wrong-team              a team key named another team
+    ├── TeamKeyRequired          team-key-required       an admin key where only a team key works
+    ├── OwnerMismatch            owner-mismatch          an owner-bound key acting for another
+    ├── OwnerBinding             owner-binding           an owner-bound key minting for another
+    │                                                    user
+    └── TierNotAllowed           quota-exceeded          app.admission.refusals (max_tier)
     NotFound
-    └── SandboxNotFound       a sandbox the caller may not see, or that does not exist
+    ├── SandboxNotFound          sandbox-not-found       a sandbox the caller may not see, or that
+    │                                                    does not exist
+    ├── TeamNotFound             not-found               a team that does not exist (or deleted)
+    └── KeyNotFound              not-found               app.identity.errors
     Conflict
-    └── InvalidState          the sandbox's state does not allow the verb now
+    ├── InvalidState             invalid-state           the sandbox's state forbids the verb now
+    ├── IdempotencyInFlight      idempotency-in-flight   app.idempotency
+    └── ReconcileBusy            reconcile-busy          app.reconcile.runs
+    Unprocessable
+    ├── TeamRequired             team-required           an admin key did not name the team
+    ├── UnknownScope             unknown-scope           app.identity.errors
+    │   └── AdminScopeOnTeamKey  unknown-scope           app.identity.errors
+    ├── BadIdempotencyKey        bad-idempotency-key     app.idempotency
+    └── IdempotencyKeyReused     idempotency-key-reused  app.idempotency
+    TooManyRequests
+    └── QuotaExceeded            quota-exceeded          app.admission.refusals (the 429 limits)
 """
 
 from __future__ import annotations
@@ -130,6 +160,79 @@ class BadGateway(_Retryable):
 
 class ServiceUnavailable(_Retryable):
     status, kind = 503, "upstream-unavailable"
+
+
+# --- domain errors that several domains raise (the tree in the module docstring) -----------
+
+
+class InvalidCursor(BadRequest):
+    kind = "invalid-cursor"
+
+    def __init__(self) -> None:
+        super().__init__("The cursor is not valid.")
+
+
+class BearerRejected(Unauthorized):
+    """The request has no usable bearer credential: absent, malformed, unknown, revoked."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class MissingScope(Forbidden):
+    kind = "missing-scope"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"This key lacks the {scope!r} scope.")
+
+
+class WrongTeam(Forbidden):
+    """A team key named another team; `what` is what it may do, e.g. "reads its own team's
+    usage"."""
+
+    kind = "wrong-team"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"A team key {what} only.")
+
+
+class TeamKeyRequired(Forbidden):
+    """`what` acts for one team, so an admin key (which has none) cannot use it."""
+
+    kind = "team-key-required"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} acts for one team: use a team key, not an admin key.")
+
+
+class OwnerMismatch(Forbidden):
+    kind = "owner-mismatch"
+
+    def __init__(self) -> None:
+        super().__init__("This key is bound to one owner and cannot act for another.")
+
+
+class OwnerBinding(Forbidden):
+    """An owner-bound key asked for sessions of another user than its owner."""
+
+    kind = "owner-binding"
+
+    def __init__(self) -> None:
+        super().__init__("This key is bound to one owner and mints sessions only for that owner.")
+
+
+class TeamNotFound(NotFound):
+    def __init__(self, team_id: str) -> None:
+        super().__init__(f"Team {team_id!r} does not exist.")
+
+
+class TeamRequired(Unprocessable):
+    """An admin key must name the team; `what` is what it names, e.g. "owning team"."""
+
+    kind = "team-required"
+
+    def __init__(self, what: str = "team") -> None:
+        super().__init__(f"Admins must name the {what}.")
 
 
 def problem_response(

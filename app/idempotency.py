@@ -34,6 +34,32 @@ TTL = timedelta(hours=24)
 _FORGET = {400, 401, 402, 403, 404, 409, 413, 422, 429, 503}
 
 
+class BadIdempotencyKey(Unprocessable):
+    kind = "bad-idempotency-key"
+
+    def __init__(self) -> None:
+        super().__init__("Idempotency-Key must be 1 to 255 characters.")
+
+
+class IdempotencyKeyReused(Unprocessable):
+    kind = "idempotency-key-reused"
+
+    def __init__(self) -> None:
+        super().__init__("This Idempotency-Key was used with a different request.")
+
+
+class IdempotencyInFlight(Conflict):
+    """Another request with this key has not finished; asking again shortly is safe."""
+
+    kind = "idempotency-in-flight"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "A request with this Idempotency-Key is still in progress.",
+            headers={"Retry-After": "1"},
+        )
+
+
 def fingerprint(route: str, body: dict[str, Any]) -> bytes:
     canonical = json.dumps({"route": route, "body": body}, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).digest()
@@ -52,9 +78,7 @@ async def run(
     if idempotency_key is None:
         return JSONResponse((await call()).model_dump(mode="json"), status_code=status_code)
     if not 1 <= len(idempotency_key) <= 255:
-        raise Unprocessable(
-            "Idempotency-Key must be 1 to 255 characters.", kind="bad-idempotency-key"
-        )
+        raise BadIdempotencyKey()
     digest = fingerprint(route, body)
     identity = repository.RecordKey(key_id, route, idempotency_key)
     now = datetime.now(UTC)
@@ -65,19 +89,14 @@ async def run(
         )
         if not claimed:
             existing = await repository.get(session, identity)
-            if existing is None:  # expired and removed by a concurrent request just now
-                raise Conflict("Retry the request.", kind="idempotency-in-flight")
+            if existing is None:
+                # Removed since our insert met it: a concurrent request with this key cleared
+                # it (expired, or forgotten as it finished). It is that request's turn.
+                raise IdempotencyInFlight()
             if existing.fingerprint != digest:
-                raise Unprocessable(
-                    "This Idempotency-Key was used with a different request.",
-                    kind="idempotency-key-reused",
-                )
+                raise IdempotencyKeyReused()
             if existing.status is None:
-                raise Conflict(
-                    "A request with this Idempotency-Key is still in progress.",
-                    kind="idempotency-in-flight",
-                    headers={"Retry-After": "1"},
-                )
+                raise IdempotencyInFlight()
             return JSONResponse(
                 existing.response,
                 status_code=existing.status,

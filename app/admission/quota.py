@@ -21,7 +21,7 @@ from app.admission.schemas import (
     TeamUsage,
 )
 from app.audit import service as audit
-from app.errors import Forbidden, NotFound, Unprocessable
+from app.errors import SandboxNotFound, TeamRequired, Unprocessable, WrongTeam
 from app.identity import service as identity_service
 from app.identity.actor import Actor
 from app.models import OrgPlan
@@ -32,10 +32,10 @@ from app.usage import budget
 def _team_of(actor: Actor, requested: str | None) -> str:
     if actor.is_admin:
         if requested is None:
-            raise Unprocessable("Admins must name the team.", kind="team-required")
+            raise TeamRequired()
         return requested
     if requested not in (None, actor.team_id):
-        raise Forbidden("A team key sees its own team's quota only.", kind="wrong-team")
+        raise WrongTeam("sees its own team's quota")
     assert actor.team_id is not None
     return actor.team_id
 
@@ -57,7 +57,7 @@ async def check(
             raise Unprocessable("A start check names its sandbox_id.", kind="sandbox-required")
         sandbox = await repository.team_sandbox(session, team_id, body.sandbox_id)
         if sandbox is None:
-            raise NotFound(f"Sandbox {body.sandbox_id!r} does not exist.")
+            raise SandboxNotFound(body.sandbox_id)
         owner, tier = sandbox.owner, sandbox.tier
     refusal = await service.decide(
         session, team, owner=owner, tier=tier, at=datetime.now(UTC), timezone=timezone

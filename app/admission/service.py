@@ -41,7 +41,11 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.admission import repository
-from app.errors import AppError, Forbidden, NotFound, PaymentRequired, TooManyRequests
+from app.admission.refusals import BudgetExhausted, QuotaExceeded, TierNotAllowed
+
+# Re-exported: callers show figures as refusals do (`admission.plain`, app.compat).
+from app.admission.refusals import plain as plain
+from app.errors import AppError, TeamNotFound
 from app.metrics import ADMISSIONS
 from app.models import OrgPlan, Sandbox, Team
 from app.sandboxes.states import SandboxState
@@ -50,8 +54,6 @@ from app.usage import budget, ledger
 from app.usage import repository as usage_repository
 
 PLAN_LIMITS = {"build": 10, "scale": 250}
-# How long a refused caller should wait before asking again: capacity frees as VMs stop.
-RETRY_AFTER_SECONDS = 5
 # The settings' default accounting timezone, for `admit` callers that do not pass theirs yet.
 DEFAULT_TIMEZONE = ZoneInfo("UTC")
 
@@ -153,42 +155,16 @@ async def _usage(
     )
 
 
-def plain(value: Decimal) -> Decimal:
-    """A decimal without the column's trailing zeros (300.0000 → 300)."""
-    normal = value.normalize()
-    return normal.quantize(Decimal(1)) if normal == normal.to_integral() else normal
-
-
-def _refusal(
-    error: type[AppError], limit: str, scope: str, current: object, maximum: object, detail: str
-) -> AppError:
-    def shown(value: object) -> object:
-        return str(plain(value)) if isinstance(value, Decimal) else value
-
-    extra = {"limit": limit, "scope": scope, "current": shown(current), "maximum": shown(maximum)}
-    if error is TooManyRequests:
-        return TooManyRequests(
-            detail, retry_after=RETRY_AFTER_SECONDS, kind="quota-exceeded", extra=extra
-        )
-    return error(detail, kind="quota-exceeded" if error is Forbidden else None, extra=extra)
-
-
 async def precheck(
     session: AsyncSession, team: TeamLimits, *, tier: str, at: datetime, timezone: ZoneInfo
 ) -> AppError | None:
     """The limits that do not depend on what else runs: tier and budget."""
     if team.max_tier is not None and rank(tier) > rank(team.max_tier):
-        return _refusal(
-            Forbidden, "max_tier", "team", tier, team.max_tier,
-            f"Tier {tier} is above team {team.id}'s largest tier, {team.max_tier}.",
-        )  # fmt: skip
+        return TierNotAllowed(team.id, tier, team.max_tier)
     if team.monthly_budget_credits is not None:
         spent = await budget.month_to_date_credits(session, team.id, at, timezone=timezone)
         if spent >= team.monthly_budget_credits:
-            return _refusal(
-                PaymentRequired, "monthly_budget", "team", spent, team.monthly_budget_credits,
-                f"Team {team.id} has spent its monthly budget.",
-            )  # fmt: skip
+            return BudgetExhausted(team.id, spent, team.monthly_budget_credits)
     return None
 
 
@@ -198,37 +174,41 @@ def capacity(
     """The concurrency and burn-rate limits, narrowest first, against live counts."""
     per_owner = team.max_concurrent_per_owner
     if owner is not None and per_owner is not None and now_used.owner_live + 1 > per_owner:
-        return _refusal(
-            TooManyRequests, "max_concurrent_per_owner", "owner", now_used.owner_live, per_owner,
+        return QuotaExceeded(
             f"Owner {owner!r} already runs {now_used.owner_live} sandboxes.",
+            limit="max_concurrent_per_owner", scope="owner",
+            current=now_used.owner_live, maximum=per_owner,
         )  # fmt: skip
     if team.max_concurrent is not None and now_used.team_live + 1 > team.max_concurrent:
-        return _refusal(
-            TooManyRequests, "max_concurrent", "team", now_used.team_live, team.max_concurrent,
+        return QuotaExceeded(
             f"Team {team.id} already runs {now_used.team_live} sandboxes.",
+            limit="max_concurrent", scope="team",
+            current=now_used.team_live, maximum=team.max_concurrent,
         )  # fmt: skip
     if team.max_credits_per_hour is not None:
         assert now_used.team_burn is not None and rate is not None, "a burn limit needs prices"
         if now_used.team_burn + rate > team.max_credits_per_hour:
-            return _refusal(
-                TooManyRequests, "max_credits_per_hour", "team", now_used.team_burn,
-                team.max_credits_per_hour,
+            return QuotaExceeded(
                 f"A {tier} ({plain(rate)} credits/h) would take team {team.id} over its burn rate.",
+                limit="max_credits_per_hour", scope="team",
+                current=now_used.team_burn, maximum=team.max_credits_per_hour,
             )  # fmt: skip
     if now_used.org_live + 1 > now_used.effective_limit:
-        return _refusal(
-            TooManyRequests, "org_plan", "org", now_used.org_live, now_used.effective_limit,
+        return QuotaExceeded(
             f"The organisation runs {now_used.org_live} of {now_used.effective_limit} VMs.",
+            limit="org_plan", scope="org",
+            current=now_used.org_live, maximum=now_used.effective_limit,
         )  # fmt: skip
     # The team's own unused guarantee is not reserved against it.
     own_guarantee_free = max(team.guaranteed - now_used.team_live, 0)
     if own_guarantee_free == 0 and (
         now_used.org_live + 1 + now_used.reserved_for_others > now_used.effective_limit
     ):
-        return _refusal(
-            TooManyRequests, "guaranteed", "org",
-            now_used.org_live + now_used.reserved_for_others, now_used.effective_limit,
+        return QuotaExceeded(
             "The remaining capacity is guaranteed to other teams.",
+            limit="guaranteed", scope="org",
+            current=now_used.org_live + now_used.reserved_for_others,
+            maximum=now_used.effective_limit,
         )  # fmt: skip
     return None
 
@@ -288,7 +268,7 @@ async def admit(
     # The org row first, the team's limits with it: see the module's docstring.
     row = await repository.lock_org_for_team(session, team_id)
     if row is None:
-        raise NotFound(f"Team {team_id!r} does not exist.")
+        raise TeamNotFound(team_id)
     limit = _effective(row.plan_limit, row.observed_limit)
     refusal = await _decide(session, TeamLimits.of(row), limit, owner, tier, at, timezone)
     limit_name = refusal.extra["limit"] if refusal is not None else "none"
@@ -305,17 +285,14 @@ async def check_resize(
     team = await repository.team(session, sandbox.team_id)
     assert team is not None
     if team.max_tier is not None and rank(tier) > rank(team.max_tier):
-        raise _refusal(
-            Forbidden, "max_tier", "team", tier, team.max_tier,
-            f"Tier {tier} is above team {team.id}'s largest tier, {team.max_tier}.",
-        )  # fmt: skip
+        raise TierNotAllowed(team.id, tier, team.max_tier)
     if team.max_credits_per_hour is not None and sandbox.state == SandboxState.RUNNING:
         await load_plan(session, lock=True)
         others = await burn_rate(session, team.id, at, excluding=sandbox.id)
         rate = (await rates_at(session, at))[tier]
         if others + rate > team.max_credits_per_hour:
-            raise _refusal(
-                TooManyRequests, "max_credits_per_hour", "team", others,
-                team.max_credits_per_hour,
+            raise QuotaExceeded(
                 f"Resizing to {tier} would take team {team.id} over its burn rate.",
+                limit="max_credits_per_hour", scope="team",
+                current=others, maximum=team.max_credits_per_hour,
             )  # fmt: skip

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import BadRequest
+from app.errors import InvalidCursor
 from app.models import AuditEntry
 
 _CURSOR_PREFIX = "audit:"
@@ -38,7 +38,7 @@ def decode_cursor(cursor: str) -> int:
             raise ValueError(raw)
         return int(raw.removeprefix(_CURSOR_PREFIX))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("The cursor is not valid.", kind="invalid-cursor") from exc
+        raise InvalidCursor() from exc
 
 
 async def page(

@@ -15,9 +15,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, NotFound, Unauthorized, Unprocessable
+from app.errors import BearerRejected, Conflict, TeamNotFound, Unprocessable
 from app.identity import keys, repository
 from app.identity.actor import Actor
+from app.identity.errors import AdminScopeOnTeamKey, KeyNotFound, UnknownScope
 from app.models import ApiKey, Team
 
 # last_used_at is a hint, not a log: write it at most this often per key.
@@ -41,7 +42,7 @@ async def create_team(session: AsyncSession, *, team_id: str, name: str) -> Team
 async def get_team(session: AsyncSession, team_id: str) -> Team:
     team = await repository.get_team(session, team_id)
     if team is None or team.deleted_at is not None:
-        raise NotFound(f"Team {team_id!r} does not exist.")
+        raise TeamNotFound(team_id)
     return team
 
 
@@ -84,9 +85,9 @@ async def issue_key(
 ) -> IssuedKey:
     unknown = set(scopes) - keys.SCOPES
     if unknown:
-        raise Unprocessable(f"Unknown scopes: {sorted(unknown)}.", kind="unknown-scope")
+        raise UnknownScope(unknown)
     if "admin" in scopes and not is_admin:
-        raise Unprocessable("Team keys cannot hold the admin scope.", kind="unknown-scope")
+        raise AdminScopeOnTeamKey()
     if expires_at is not None and expires_at <= datetime.now(UTC):
         raise Unprocessable("expires_at must be in the future.", kind="invalid-expiry")
     new = keys.generate()
@@ -116,7 +117,7 @@ async def list_keys(session: AsyncSession, team_id: str) -> list[ApiKey]:
 async def get_key(session: AsyncSession, key_id: str) -> ApiKey:
     row = await repository.get_key(session, key_id)
     if row is None:
-        raise NotFound(f"Key {key_id!r} does not exist.")
+        raise KeyNotFound(key_id)
     return row
 
 
@@ -133,7 +134,7 @@ async def rotate_key(session: AsyncSession, key_id: str, *, overlap: timedelta) 
     `overlap`, so deployments can roll over without an outage."""
     old = await repository.get_key(session, key_id)
     if old is None or old.revoked_at is not None:
-        raise NotFound(f"Key {key_id!r} does not exist or is revoked.")
+        raise KeyNotFound(key_id, or_revoked=True)
     issued = await issue_key(
         session,
         team_id=old.team_id,
@@ -157,18 +158,16 @@ async def authenticate(session: AsyncSession, token: str, *, env_admin_key: str 
         return Actor(key_id=ENV_ADMIN_KEY_ID, team_id=None, scopes=keys.SCOPES, is_admin=True)
     parsed = keys.parse(token)
     if parsed is None:
-        raise Unauthorized("The API key is malformed.", headers={"WWW-Authenticate": "Bearer"})
+        raise BearerRejected("The API key is malformed.")
     key_id, secret = parsed
     row = await repository.get_key(session, key_id)
     # Hash even when the id is unknown so timing does not tell which ids exist.
     stored = row.secret_sha256 if row is not None else b"\0" * 32
     if not keys.matches(secret, stored) or row is None:
-        raise Unauthorized("The API key is not valid.", headers={"WWW-Authenticate": "Bearer"})
+        raise BearerRejected("The API key is not valid.")
     now = datetime.now(UTC)
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
-        raise Unauthorized(
-            "The API key is revoked or expired.", headers={"WWW-Authenticate": "Bearer"}
-        )
+        raise BearerRejected("The API key is revoked or expired.")
     if row.last_used_at is None or now - row.last_used_at > _LAST_USED_RESOLUTION:
         await repository.touch_key(session, row.id, now)
     return Actor(

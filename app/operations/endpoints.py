@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from app import metrics
 from app.db import migrations_current
 from app.deps import RuntimeDep
-from app.errors import Unauthorized
+from app.errors import BearerRejected
 from app.metrics_collector import DatabaseGauges
 from app.operations.circuit import STATES
 from app.runtime import Runtime
@@ -85,10 +85,7 @@ async def scrape(request: Request, rt: RuntimeDep) -> Response:
             presented.strip().encode(), token.get_secret_value().encode()
         )
         if not valid:
-            raise Unauthorized(
-                "/metrics needs the metrics token: Authorization: Bearer <token>.",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            raise BearerRejected("/metrics needs the metrics token: Authorization: Bearer <token>.")
     for mode in ("simulator", "codesandbox"):
         metrics.UPSTREAM_MODE.labels(mode).set(1 if mode == rt.settings.upstream_mode else 0)
     state = rt.circuit.state

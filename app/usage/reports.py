@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.errors import Forbidden, Unprocessable
+from app.errors import Unprocessable, WrongTeam
 from app.identity.actor import Actor
 from app.usage import amounts, periods, repository
 from app.usage.schemas import UsageFigures, UsageReport, UsageRow
@@ -100,7 +100,7 @@ def scope(actor: Actor, team: str | None) -> tuple[str | None, str | None]:
     if actor.is_admin:
         return team, None
     if team not in (None, actor.team_id):
-        raise Forbidden("A team key reads its own team's usage only.", kind="wrong-team")
+        raise WrongTeam("reads its own team's usage")
     return actor.team_id, actor.owner
 
 

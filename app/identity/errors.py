@@ -1,0 +1,29 @@
+"""The identity domain's own errors (the tree of every error is in `app.errors`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from app.errors import NotFound, Unprocessable
+
+
+class KeyNotFound(NotFound):
+    """No such key; `or_revoked` when a revoked key is refused the same way (rotation)."""
+
+    def __init__(self, key_id: str, *, or_revoked: bool = False) -> None:
+        suffix = " or is revoked" if or_revoked else ""
+        super().__init__(f"Key {key_id!r} does not exist{suffix}.")
+
+
+class UnknownScope(Unprocessable):
+    kind = "unknown-scope"
+
+    def __init__(self, scopes: Iterable[str]) -> None:
+        super().__init__(f"Unknown scopes: {sorted(scopes)}.")
+
+
+class AdminScopeOnTeamKey(UnknownScope):
+    """`admin` is a scope, but never one a team key may hold."""
+
+    def __init__(self) -> None:
+        Unprocessable.__init__(self, "Team keys cannot hold the admin scope.")
