@@ -840,7 +840,9 @@ def final_exception(exc: str) -> str:
     lines = [
         line for line in exc.splitlines() if line.strip() and not line.startswith((" ", *skip))
     ]
-    return lines[-1][:300] if lines else ""
+    # A multi-line SQL statement in SQLAlchemy's message is not the exception line.
+    named = [line for line in lines if re.match(r"[A-Za-z_][\w.]*(Error|Exception)\b", line)]
+    return (named or lines or [""])[-1][:300]
 
 
 def log_records(logs: Path) -> Iterator[tuple[str, dict[str, Any]]]:
