@@ -11,6 +11,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from app import clock
 from app.admin.endpoints import router as admin_router
 from app.admission.endpoints import router as admission_router
 from app.audit.endpoints import router as audit_router
@@ -28,9 +29,12 @@ from app.locks import Lock
 from app.metrics import observe_upstream
 from app.middleware import RequestContext
 from app.operations.circuit import UpstreamCircuit, chain
+from app.operations.clock import ClockFollower
+from app.operations.clock import router as clock_router
 from app.operations.endpoints import router as operations_router
 from app.reconcile.endpoints import router as reconcile_router
 from app.reconcile.loop import ReconcileLoop
+from app.reconcile.service import replica_name
 from app.runtime import Runtime
 from app.sandboxes.endpoints import router as sandboxes_router
 from app.sessions.cors import BrowserCORS
@@ -51,6 +55,19 @@ def build_upstream(
     settings: Settings, observer: Observer | None = None
 ) -> tuple[UpstreamClient, object | None]:
     """The upstream client, and the in-process simulator app when simulating."""
+    if settings.upstream_mode == "simulator" and settings.upstream_url:
+        # A standalone simulator (`corral simulator`): the client speaks to it like the
+        # upstream; Corral's clock follows it through `app.operations.clock`.
+        if settings.upstream_key is None:
+            raise StartupError("CORRAL_UPSTREAM_URL of a simulator needs CORRAL_UPSTREAM_KEY.")
+        client = UpstreamClient(
+            settings.upstream_base_url,
+            settings.upstream_key.get_secret_value(),
+            timeout=settings.upstream_timeout_seconds,
+            deadline=settings.upstream_deadline_seconds,
+            observer=observer,
+        )
+        return client, None
     if settings.upstream_mode == "simulator":
         from app.upstream.simulator import create_simulator_app
 
@@ -88,6 +105,8 @@ async def build_runtime(settings: Settings) -> Runtime:
     # Every upstream attempt feeds the latency/error metrics and the circuit /readyz reports.
     circuit = UpstreamCircuit()
     upstream, simulator = build_upstream(settings, chain(observe_upstream, circuit.observe))
+    if simulator is not None:
+        follow_simulator(simulator)
     return Runtime(
         settings=settings,
         engine=engine,
@@ -96,6 +115,13 @@ async def build_runtime(settings: Settings) -> Runtime:
         simulator=simulator,
         circuit=circuit,
     )
+
+
+def follow_simulator(simulator: object | None) -> None:
+    """Corral's clock is the in-process simulator's (None: the wall clock again)."""
+    from app.upstream.simulator import simulator_of
+
+    clock.CLOCK.follow(simulator_of(simulator).clock.now if simulator is not None else None)  # type: ignore[arg-type]
 
 
 async def close_runtime(runtime: Runtime) -> None:
@@ -151,6 +177,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         built = await build_runtime(settings)
         app.state.runtime = built
         announce(built, await bootstrap_admin_key(built))
+        follower = None
+        if settings.upstream_mode == "simulator" and built.simulator is None:
+            follower = ClockFollower(built, replica_name(settings))
+            await follower.start()
         reconciler = ReconcileLoop(built) if settings.reconcile_enabled else None
         if reconciler is not None:
             reconciler.start()
@@ -159,6 +189,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         finally:
             if reconciler is not None:
                 await reconciler.stop()
+            if follower is not None:
+                await follower.stop()
             await close_runtime(built)
 
     app = FastAPI(
@@ -176,6 +208,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(reconcile_router)
 
     app.include_router(operations_router)
+    app.include_router(clock_router)
     app.include_router(audit_router)
 
     app.include_router(usage_router)

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import create_engine, migrate, session_factory
-from app.main import create_app
+from app.main import create_app, follow_simulator
 from app.models import Base
 from app.runtime import Runtime
 from app.settings import Settings
@@ -28,7 +28,7 @@ from tests.database import recreate
 ADMIN_KEY = "test-admin-key-" + "x" * 32
 SIMULATOR_KEY = "simulator-test-key"
 # Tables whose rows the migrations seed: reset to the seed instead of emptied.
-SEEDED = {"org_plan", "teams", "price_books"}
+SEEDED = {"org_plan", "teams", "price_books", "clock_state"}
 TABLES = [t.name for t in Base.metadata.sorted_tables if t.name not in SEEDED]
 RESET_SEED = [
     f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE",
@@ -36,6 +36,7 @@ RESET_SEED = [
     "DELETE FROM price_books WHERE created_by IS DISTINCT FROM 'migration'",
     "UPDATE org_plan SET plan = 'scale', plan_limit = 250, observed_limit = NULL,"
     " observed_at = NULL",
+    "UPDATE clock_state SET offset_us = 0, generation = 0",
 ]
 
 
@@ -88,7 +89,10 @@ async def runtime(
         upstream=upstream,
         simulator=simulator,
     )
+    # Corral's clock is the simulator's, as in a served Corral with the in-process simulator.
+    follow_simulator(simulator)
     yield rt
+    follow_simulator(None)
     await upstream.aclose()
     async with engine.begin() as conn:
         for statement in RESET_SEED:

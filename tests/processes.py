@@ -101,7 +101,8 @@ def corral(
     port = free_port()
     env = {
         "CORRAL_DATABASE_URL": database_url,
-        "CORRAL_UPSTREAM": "codesandbox",
+        # A standalone simulator: Corral's clock follows it (POST /v1/admin/clock/advance).
+        "CORRAL_UPSTREAM": "simulator",
         "CORRAL_UPSTREAM_URL": upstream_url,
         "CORRAL_UPSTREAM_KEY": upstream_key,
         "CORRAL_ADMIN_KEY": admin_key,

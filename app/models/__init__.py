@@ -8,6 +8,7 @@ from app.models.org import OrgPlan
 from app.models.pricing import PriceBook
 from app.models.reconcile import Drift, ReconcileRun
 from app.models.sandbox import Sandbox, SandboxEvent
+from app.models.simclock import ClockState, Replica
 from app.models.team import ApiKey, Team
 from app.models.usage import UsageInterval
 
@@ -16,11 +17,13 @@ __all__ = [
     "AuditEntry",
     "Base",
     "BrowserSession",
+    "ClockState",
     "Drift",
     "IdempotencyRecord",
     "OrgPlan",
     "PriceBook",
     "ReconcileRun",
+    "Replica",
     "Sandbox",
     "SandboxEvent",
     "SigningSecret",

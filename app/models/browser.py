@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String, func
+from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app import clock
 from app.models.base import Base
 
 
@@ -27,7 +28,7 @@ class BrowserSession(Base):
     key_id: Mapped[str | None] = mapped_column(String(64))
     via: Mapped[str] = mapped_column(String(16))
     bootup_type: Mapped[str | None] = mapped_column(String(16))
-    minted_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    minted_at: Mapped[datetime] = mapped_column(default=clock.now)
 
 
 class SigningSecret(Base):
@@ -38,4 +39,4 @@ class SigningSecret(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     secret: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, Integer, SmallInteger, String, func
+from sqlalchemy import CheckConstraint, Integer, SmallInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app import clock
 from app.models.base import Base
 
 
@@ -22,4 +23,4 @@ class OrgPlan(Base):
     plan_limit: Mapped[int] = mapped_column(Integer)
     observed_limit: Mapped[int | None] = mapped_column(Integer)
     observed_at: Mapped[datetime | None]
-    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(default=clock.now)

@@ -4,10 +4,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Numeric, String, func
+from sqlalchemy import BigInteger, Numeric, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app import clock
 from app.models.base import Base
 
 
@@ -21,5 +22,5 @@ class PriceBook(Base):
     effective_from: Mapped[datetime] = mapped_column(unique=True)
     credits_per_hour: Mapped[dict[str, Any]] = mapped_column(JSONB)
     credit_usd: Mapped[Decimal] = mapped_column(Numeric(12, 6))
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
     created_by: Mapped[str | None] = mapped_column(String(64))

@@ -11,12 +11,12 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
-    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app import clock
 from app.models.base import Base
 
 
@@ -56,9 +56,9 @@ class Sandbox(Base):
     reservation_expires_at: Mapped[datetime | None]
     # Corral created it (True) or found it running upstream (False, "unmanaged").
     managed: Mapped[bool] = mapped_column(Boolean, server_default="true")
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    state_changed_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+    updated_at: Mapped[datetime] = mapped_column(default=clock.now)
+    state_changed_at: Mapped[datetime] = mapped_column(default=clock.now)
     last_started_at: Mapped[datetime | None]
     deleted_at: Mapped[datetime | None]
 
@@ -76,7 +76,7 @@ class SandboxEvent(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     sandbox_id: Mapped[str] = mapped_column(ForeignKey("sandboxes.id"))
-    at: Mapped[datetime] = mapped_column(server_default=func.now())
+    at: Mapped[datetime] = mapped_column(default=clock.now)
     from_state: Mapped[str | None] = mapped_column(String(16))
     to_state: Mapped[str] = mapped_column(String(16))
     cause: Mapped[str] = mapped_column(String(16))

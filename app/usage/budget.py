@@ -151,6 +151,7 @@ async def enforce_budgets(rt: Runtime, at: datetime | None = None) -> int:
     monthly budget is exhausted. Returns how many this call hibernated (0 when another
     replica holds the job's lock)."""
     from app.sandboxes import service as sandboxes_service
+    from app.sandboxes.states import SandboxState
 
     at = at or datetime.now(UTC)
     async with rt.engine.connect() as lock_conn:
@@ -166,7 +167,11 @@ async def enforce_budgets(rt: Runtime, at: datetime | None = None) -> int:
             for team_id, sandbox_id in targets:
                 try:
                     outcome = await sandboxes_service.stop(
-                        rt, BUDGET_ACTOR, sandbox_id, to_state="hibernated", cause="budget"
+                        rt,
+                        BUDGET_ACTOR,
+                        sandbox_id,
+                        to_state=SandboxState.HIBERNATED,
+                        cause="budget",
                     )
                 except AppError as exc:
                     # One sandbox the upstream would not stop must not spare the others;

@@ -176,6 +176,7 @@ class TestUnresolved:
         upstream_id = await _forked_and_started(sim, operation_id)
         sandbox_id = await _starting_row(runtime, operation_id, expired=True)
         session_started_at = at((await vm(sim, upstream_id))["session_started_at"])
+        reserved_at = (await sandbox(runtime, sandbox_id)).state_changed_at
 
         summary = await reconcile(runtime)
         assert summary.drift == {"unresolved": 1}, "the VM is ours, not unmanaged"
@@ -187,7 +188,8 @@ class TestUnresolved:
         )
         [interval] = await intervals(runtime, sandbox_id)
         assert interval.ended_at is None
-        assert interval.started_at == max(session_started_at, row.created_at)
+        # From the upstream's session start, never before the reservation began.
+        assert interval.started_at == max(session_started_at, reserved_at)
         assert await reconcile(runtime) is not None
         assert len(await intervals(runtime, sandbox_id)) == 1
         assert len(await by_upstream_id(runtime, upstream_id)) == 1
@@ -383,9 +385,10 @@ async def _starting_row(runtime: Runtime, operation_id: str, *, expired: bool) -
     async with transaction(runtime.sessions) as session:
         await session.execute(
             text(
-                "INSERT INTO teams (id, name) VALUES ('search-ui', 'search-ui')"
+                "INSERT INTO teams (id, name, created_at) VALUES ('search-ui', 'search-ui', :at)"
                 " ON CONFLICT DO NOTHING"
-            )
+            ),
+            {"at": datetime.now(UTC)},
         )
         session.add(
             Sandbox(

@@ -1,0 +1,213 @@
+"""The simulated clock (DESIGN §12): with a simulated upstream, Corral's clock follows the
+simulator's, and `POST /v1/admin/clock/advance {seconds}` moves both, for every replica.
+
+- In-process simulator: `app.clock.CLOCK` reads the simulator's clock itself; nothing to share.
+- Standalone simulator (`CORRAL_UPSTREAM=simulator` with `CORRAL_UPSTREAM_URL`): the offset
+  lives in `clock_state`. Advancing moves the simulator, writes the new offset with a new
+  generation and `NOTIFY`s; every replica's `ClockFollower` (LISTEN, and a heartbeat that
+  re-reads the row in case a notification was missed) applies it and records the generation
+  it has applied in `clock_replicas`. The call returns once every replica heard from in the
+  last `SILENT_AFTER` has applied it, so the next request anywhere sees the new time.
+
+With a real upstream the route is a 404: production time is the wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import text
+
+from app import clock
+from app.db import transaction
+from app.deps import AdminActor, RuntimeDep
+from app.errors import NotFound, ServiceUnavailable
+from app.runtime import Runtime
+from app.upstream.simulator.remote import SimulatorClock, SimulatorUnreachable
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "corral_clock"
+HEARTBEAT_SECONDS = 2.0
+# A replica silent for this long (wall time) is taken for dead and not waited for.
+SILENT_AFTER = timedelta(seconds=3 * HEARTBEAT_SECONDS)
+WAIT_SECONDS = 10.0
+# At most a year in one call: the simulator hibernates every idle VM in the jump at once.
+MAX_ADVANCE_SECONDS = 366 * 86400
+
+router = APIRouter(prefix="/v1/admin/clock", tags=["admin"])
+
+
+class ClockAdvance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(gt=0, le=MAX_ADVANCE_SECONDS)
+
+
+class ClockOut(BaseModel):
+    now: Any
+    offset_seconds: float
+    replicas: int
+    hibernated: list[str]
+
+
+def simulator_clock(rt: Runtime) -> SimulatorClock:
+    if rt.settings.upstream_mode != "simulator":
+        raise NotFound("The clock moves only with a simulated upstream.", kind="not-simulated")
+    if rt.simulator is not None:
+        return SimulatorClock("http://simulator", app=rt.simulator)
+    return SimulatorClock(rt.settings.upstream_base_url)
+
+
+@router.post("/advance", response_model=ClockOut)
+async def advance_clock(body: ClockAdvance, actor: AdminActor, rt: RuntimeDep) -> ClockOut:
+    return await advance(rt, body.seconds)
+
+
+async def advance(rt: Runtime, seconds: float) -> ClockOut:
+    control = simulator_clock(rt)
+    try:
+        moved = await control.advance(seconds)
+    except SimulatorUnreachable as exc:
+        raise ServiceUnavailable(f"The simulator did not move its clock: {exc}") from exc
+    finally:
+        await control.aclose()
+    replicas = 1
+    if rt.simulator is None:
+        offset = timedelta(seconds=moved.offset_seconds)
+        generation = await publish(rt, offset)
+        clock.CLOCK.set_offset(offset)
+        replicas = await wait_for_replicas(rt, generation)
+    return ClockOut(
+        now=clock.now(),
+        offset_seconds=clock.CLOCK.offset.total_seconds(),
+        replicas=replicas,
+        hibernated=list(moved.hibernated),
+    )
+
+
+async def publish(rt: Runtime, offset: timedelta) -> int:
+    async with transaction(rt.sessions) as session:
+        generation: int = (
+            await session.execute(
+                text(
+                    "UPDATE clock_state SET offset_us = :offset,"
+                    " generation = generation + 1 WHERE id = 1 RETURNING generation"
+                ),
+                {"offset": offset // timedelta(microseconds=1)},
+            )
+        ).scalar_one()
+        # Delivered when the transaction commits, with the row already changed.
+        await session.execute(
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": CHANNEL, "payload": str(generation)},
+        )
+    return generation
+
+
+async def wait_for_replicas(rt: Runtime, generation: int) -> int:
+    """Wait until every live replica has applied `generation`; return how many there are."""
+    deadline = asyncio.get_running_loop().time() + WAIT_SECONDS
+    while True:
+        async with transaction(rt.sessions) as session:
+            behind, live = (
+                await session.execute(
+                    text(
+                        "SELECT count(*) FILTER (WHERE generation < :generation), count(*)"
+                        " FROM clock_replicas WHERE seen_at > :fresh"
+                    ),
+                    {"generation": generation, "fresh": clock.wall() - SILENT_AFTER},
+                )
+            ).one()
+        if behind == 0:
+            return int(live)
+        if asyncio.get_running_loop().time() > deadline:
+            raise ServiceUnavailable(
+                f"{behind} replica(s) have not applied the new clock yet.", retry_after=1
+            )
+        await asyncio.sleep(0.02)
+
+
+def _dsn(rt: Runtime) -> str:
+    url = rt.engine.url.set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+class ClockFollower:
+    """This replica's side: keep `CLOCK` at the shared offset and say which one it applied."""
+
+    def __init__(self, rt: Runtime, replica: str) -> None:
+        self.rt = rt
+        self.replica = replica
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        # The first sync happens before the replica serves, so it never answers in real time.
+        await self._sync_once()
+        self._task = asyncio.create_task(self._run(), name="clock-follower")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            async with transaction(self.rt.sessions) as session:
+                await session.execute(
+                    text("DELETE FROM clock_replicas WHERE name = :name"), {"name": self.replica}
+                )
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                conn = await asyncpg.connect(_dsn(self.rt))
+            except Exception:
+                log.warning("clock follower cannot reach the database", exc_info=True)
+                await asyncio.sleep(HEARTBEAT_SECONDS)
+                continue
+            try:
+                await conn.add_listener(CHANNEL, self._notified)
+                while True:
+                    await self._sync(conn)
+                    self._changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), HEARTBEAT_SECONDS)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A restarted database: reconnect, re-read, carry on.
+                log.warning("clock follower lost its connection", exc_info=True)
+                await asyncio.sleep(0.2)
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+
+    def _notified(self, *_: object) -> None:
+        self._changed.set()
+
+    async def _sync_once(self) -> None:
+        conn = await asyncpg.connect(_dsn(self.rt))
+        try:
+            await self._sync(conn)
+        finally:
+            await conn.close()
+
+    async def _sync(self, conn: asyncpg.Connection) -> None:
+        offset_us, generation = await conn.fetchrow(
+            "SELECT offset_us, generation FROM clock_state WHERE id = 1"
+        )
+        clock.CLOCK.set_offset(timedelta(microseconds=offset_us))
+        await conn.execute(
+            "INSERT INTO clock_replicas (name, generation, seen_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT (name) DO UPDATE SET generation = $2, seen_at = $3",
+            self.replica,
+            generation,
+            clock.wall(),
+        )
