@@ -19,7 +19,7 @@ async def get_team(session: AsyncSession, team_id: str) -> Team | None:
 async def add_team(session: AsyncSession, team: Team) -> Team:
     session.add(team)
     await session.flush()
-    # Read back the server defaults (created_at, the limits' defaults).
+    # Read back what the database filled in (the server defaults: guaranteed, budget_policy).
     await session.refresh(team)
     return team
 
