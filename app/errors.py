@@ -57,6 +57,7 @@ that several domains raise are defined here; one domain's own live in its module
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -65,9 +66,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sqlalchemy_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app import db
+
+log = logging.getLogger(__name__)
+
 PROBLEM_JSON = "application/problem+json"
+# Seconds a client waits before retrying while the database is away (a restart takes a few).
+DATABASE_RETRY_AFTER = 2
 PROBLEM_BASE = "https://corral.dev/problems/"
 
 
@@ -312,9 +320,20 @@ def install_handlers(app: FastAPI) -> None:
             instance=request.url.path,
         )
 
+    def database_away(request: Request) -> JSONResponse:
+        return problem_response(
+            503,
+            kind="database-unavailable",
+            detail="Corral's database is not reachable right now; retry shortly.",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+            instance=request.url.path,
+        )
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         # A bug or an unreachable database: still a problem body, never a stack trace; the
         # exception itself goes to the log (Starlette re-raises it after this answer).
+        if db.unavailable(exc):
+            return database_away(request)
         return problem_response(
             500,
             kind="internal",
@@ -322,7 +341,22 @@ def install_handlers(app: FastAPI) -> None:
             instance=request.url.path,
         )
 
+    async def on_driver_error(request: Request, exc: Exception) -> JSONResponse:
+        # Handled here rather than by `on_unexpected`, so an absent database is one warning
+        # line, not a traceback per request; anything else is still a 500, logged in full.
+        if db.unavailable(exc):
+            log.warning(
+                "database unavailable",
+                extra={"error": type(exc).__name__, "path": request.url.path},
+            )
+            return database_away(request)
+        log.error("unexpected database error", exc_info=exc)
+        return await on_unexpected(request, exc)
+
     app.add_exception_handler(AppError, on_app_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    driver_errors: tuple[type[Exception], ...] = (sqlalchemy_exc.DBAPIError, *db.UNAVAILABLE)
+    for driver_error in driver_errors:
+        app.add_exception_handler(driver_error, on_driver_error)
     app.add_exception_handler(Exception, on_unexpected)

@@ -25,7 +25,8 @@ async def get(
     same as one that does not exist, so a key never learns what other teams have."""
     query = _scoped(team_id).where(Sandbox.id == sandbox_id)
     if for_update:
-        query = query.with_for_update()
+        # The locked row as it is now: a copy the session loaded earlier may be stale.
+        query = query.with_for_update().execution_options(populate_existing=True)
     result: Sandbox | None = await session.scalar(query)
     return result
 
@@ -35,7 +36,7 @@ async def get_by_upstream_id(
 ) -> Sandbox | None:
     query = _scoped(team_id).where(Sandbox.upstream_id == upstream_id)
     if for_update:
-        query = query.with_for_update()
+        query = query.with_for_update().execution_options(populate_existing=True)
     result: Sandbox | None = await session.scalar(query)
     return result
 

@@ -24,6 +24,7 @@ from app.sandboxes.states import FINAL, STOPPED, SandboxState
 from app.sandboxes.transitions import Audit, Move
 from app.upstream.errors import UpstreamError, UpstreamNotFound, maybe_applied
 from app.upstream.problems import to_problem
+from app.upstream.tiers import tier_of
 from app.usage import statements
 
 # A stop is asked of a sandbox in one of these; `unknown` may be running upstream.
@@ -119,7 +120,19 @@ async def _start_running(
     detail = {"bootup_type": started.bootup_type}
     async with transaction(rt.sessions) as session:
         row = await lifecycle.reload(session, sandbox.id)
-        if started.bootup_type != "RUNNING" and row.state == SandboxState.RUNNING:
+        if started.bootup_type != "RUNNING" and row.state in STOPPED:
+            # A stop settled while this start was in flight, and this start booted the VM
+            # again: it runs now.
+            await transitions.move(
+                session,
+                row,
+                SandboxState.RUNNING,
+                cause="api",
+                actor=actor.key_id,
+                detail=detail,
+                audit=Audit(action, detail),
+            )
+        elif started.bootup_type != "RUNNING" and row.state == SandboxState.RUNNING:
             # It had stopped upstream unseen: close the stale interval, open a fresh one.
             at = clock.now()
             await transitions.move(
@@ -184,13 +197,12 @@ async def stop(
             err = None  # stopped now, by this call
         elif isinstance(again, UpstreamNotFound):
             err, at = None, began  # the first call stopped it
-        elif maybe_applied(again):
+        else:
+            # Whatever the second answer, the first call may still have stopped it.
             await _record_uncertain(
                 rt, actor, sandbox, intent=to_state, at=began, action=f"sandbox.{verb}", err=err
             )
             raise to_problem(err, sandbox_id=sandbox_id)
-        else:
-            err = again
     if err is not None and not isinstance(err, UpstreamNotFound):
         async with transaction(rt.sessions) as session:
             await audit.record_sandbox(
@@ -220,10 +232,14 @@ async def stop(
     settled = await transitions.settle(rt.engine, change)
     if settled is not None:
         return lifecycle.Outcome(settled)
-    # The row moved meanwhile (the reconciler saw the stop first): settle it under its lock.
+    # The row moved meanwhile (another stop, or the reconciler, settled first): settle it
+    # under its lock. A stop that did the work knows the VM's state; one answered 404 only
+    # knows it is not running, so the former corrects what the latter recorded.
     async with transaction(rt.sessions) as session:
         row = await lifecycle.reload(session, sandbox_id)
-        if row.state in STOPPABLE:
+        if row.state in STOPPABLE or (
+            not already_stopped and row.state in STOPPED and row.state != to_state
+        ):
             await transitions.move(
                 session,
                 row,
@@ -275,10 +291,14 @@ async def _record_uncertain(
 
 
 async def _call_confirmed(call: Callable[[], Awaitable[Any]]) -> UpstreamError | None:
-    """An idempotent call, asked once more when its first answer may have been lost."""
+    """An idempotent call, asked once more when its first answer may have been lost. The
+    error returned is the first call's unless the second succeeded: a refusal of the second
+    says nothing about the first."""
     _, err = await lifecycle.call_upstream(call)
     if err is not None and maybe_applied(err):
-        _, err = await lifecycle.call_upstream(call)
+        _, again = await lifecycle.call_upstream(call)
+        if again is None:
+            return None
     return err
 
 
@@ -301,8 +321,17 @@ async def update(
     timeout = changes.get("hibernation_timeout_seconds")
     # Both calls set a value, so asking again is safe. One that may have happened and stays
     # unconfirmed changes nothing here: the reconciler sees a changed tier in `/vm/running`.
+    resized_at: datetime | None = None
     if running and tier is not None and tier != sandbox.tier:
+        began = clock.now()
         err = await _call_confirmed(lambda: rt.upstream.update_specs(upstream_id, tier))
+        if err is not None and maybe_applied(err):
+            # Listed at the new tier, it happened (when asked); anything else changes nothing.
+            listed = await lifecycle.find_running(
+                rt, upstream_id, since=sandbox.last_started_at or sandbox.state_changed_at
+            )
+            if listed is not None and tier_of(listed) == tier:
+                err, resized_at = None, began
         if err is not None:
             raise to_problem(err, sandbox_id=sandbox_id)
     if running and timeout is not None:
@@ -327,6 +356,7 @@ async def update(
                 SandboxState.RUNNING,
                 cause="api",
                 actor=actor.key_id,
+                at=resized_at,
                 tier=tier,
                 detail={"from_tier": sandbox.tier, "to_tier": tier},
                 audit=Audit("sandbox.update", detail),

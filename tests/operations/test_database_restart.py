@@ -1,0 +1,120 @@
+"""The database may go away (DESIGN §11): while it is down every request answers 503
+problem+json with Retry-After, never 500, and once it is back the pool serves again without a
+process restart; the reconcile leader takes its lock again. On a private Postgres cluster that
+the test restarts (the shared server is never touched)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from app.db import async_url, create_engine, migrate, session_factory
+from app.main import create_app, follow_simulator
+from app.reconcile.leader import Leadership
+from app.runtime import Runtime
+from app.settings import Settings
+from app.upstream.client import UpstreamClient
+from app.upstream.simulator import create_simulator_app
+from tests.conftest import ADMIN_KEY, SIMULATOR_KEY
+from tests.fixtures import factories
+from tests.pgcluster import Cluster, cluster
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[Cluster]:
+    with cluster() as running:
+        yield running
+
+
+@pytest.fixture
+async def served(pg: Cluster) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
+    url = async_url(pg.url)
+    engine = create_engine(url, pool_size=2)
+    await migrate(engine)
+    simulator = create_simulator_app(api_key=SIMULATOR_KEY)
+    upstream = UpstreamClient(
+        "http://simulator",
+        SIMULATOR_KEY,
+        transport=httpx.ASGITransport(app=simulator),  # type: ignore[arg-type]
+        backoff_base=0.01,
+        backoff_max=0.05,
+        deadline=10,
+    )
+    settings = Settings(
+        database_url=url, admin_key=ADMIN_KEY, upstream="simulator", reconcile_enabled=False
+    )
+    runtime = Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=session_factory(engine),
+        upstream=upstream,
+        simulator=simulator,
+    )
+    follow_simulator(simulator)
+    app = create_app(runtime=runtime)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://corral"
+    ) as client:
+        yield client, runtime
+    follow_simulator(None)
+    await upstream.aclose()
+    await engine.dispose()
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.json()["type"].endswith("/database-unavailable")
+
+
+async def test_requests_answer_503_while_the_database_is_down_and_work_after(
+    pg: Cluster, served: tuple[httpx.AsyncClient, Runtime]
+) -> None:
+    client, _ = served
+    headers = await factories.team_with_key(client, "restart-team")
+    created = await factories.sandbox(client, headers)
+    assert (await client.get("/v1/sandboxes", headers=headers)).status_code == 200
+
+    pg.stop("fast")
+    try:
+        assert_unavailable(await client.get("/v1/sandboxes", headers=headers))
+        assert_unavailable(await client.get(f"/v1/sandboxes/{created['id']}", headers=headers))
+        assert_unavailable(
+            await client.post(
+                "/v1/admin/teams", json={"id": "other", "name": "o"}, headers=factories.ADMIN
+            )
+        )
+        assert (await client.get("/healthz")).status_code == 200
+    finally:
+        pg.start()
+
+    # The pooled connections died with the server; the pool replaces them by itself.
+    listed = await client.get("/v1/sandboxes", headers=headers)
+    assert listed.status_code == 200, listed.text
+    assert [item["id"] for item in listed.json()["items"]] == [created["id"]]
+    again = await client.post(f"/v1/sandboxes/{created['id']}/hibernate", headers=headers)
+    assert again.status_code == 200, again.text
+
+
+async def test_the_reconcile_leader_takes_its_lock_again_after_a_restart(
+    pg: Cluster, served: tuple[httpx.AsyncClient, Runtime]
+) -> None:
+    _, runtime = served
+    leader = Leadership(runtime.engine, "a")
+    other = Leadership(runtime.engine, "b")
+    try:
+        assert await leader.ensure()
+        assert not await other.ensure()
+        pg.stop("fast")
+        pg.start()
+        # The lock went with the old session. The leader notices, takes it again, and the
+        # other replica still cannot: never two leaders.
+        assert await leader.ensure()
+        assert leader.is_leader
+        assert not await other.ensure()
+    finally:
+        await leader.release()
+        await other.release()
