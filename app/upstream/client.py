@@ -5,7 +5,11 @@ Invariants:
 - One ``httpx.AsyncClient`` per `UpstreamClient`; the API key lives only in its headers, which
   httpx masks in ``repr``, and never in our own ``repr``, messages or logs.
 - Callers see results from `app.upstream.schemas` or errors from `app.upstream.errors`, never an
-  httpx (or transport) exception.
+  httpx or aiohttp exception.
+- The calls travel over aiohttp's connection pool (`httpx_aiohttp`), under httpx's API: httpx
+  still builds requests, reads ``HTTP(S)_PROXY``/``NO_PROXY`` and picks a proxy per URL, and
+  aiohttp carries each call, through that proxy or not. aiohttp resends an idempotent request
+  (GET, PUT, DELETE) once when a kept-alive connection dies under it, as RFC 9112 allows.
 - Only ``start``, ``hibernate`` and ``shutdown`` are retried, because only they are idempotent;
   a retried fork would create a second sandbox. Retries happen on `UpstreamUnavailable` only,
   with exponential backoff and full jitter, and never past the call's overall deadline.
@@ -15,7 +19,6 @@ Invariants:
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
@@ -24,6 +27,7 @@ from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
+from httpx_aiohttp import HttpxAiohttpClient
 
 from app.upstream.ratelimit import RateLimits
 from app.upstream.requester import Observer, Requester
@@ -43,9 +47,8 @@ from app.upstream.schemas import (
     StartOptions,
     StartResult,
 )
-from app.upstream.transport import PooledTransport
 
-__all__ = ["USER_AGENT", "Observer", "UpstreamClient", "default_transport", "infer_base_url"]
+__all__ = ["LIMITS", "USER_AGENT", "Observer", "UpstreamClient", "infer_base_url"]
 
 
 def _version() -> str:
@@ -78,17 +81,10 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def default_transport(base_url: str) -> httpx.AsyncBaseTransport | None:
-    """httpx's API over a lean HTTP/1.1 pool (httpx's own transport costs several times the CPU
-    per call; see app/upstream/transport.py), unless the environment sends the upstream through
-    a proxy: then None, so httpx's own transports, which speak to proxies, carry the calls."""
-    url = httpx.URL(base_url)
-    proxies = urllib.request.getproxies()
-    if (proxies.get(url.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(
-        url.host
-    ):
-        return None
-    return PooledTransport(max_connections=100, max_idle=100)
+# Up to 100 calls in flight per client (aiohttp's connector limit, waiting included in the pool
+# timeout), and idle connections kept 5 seconds, httpx's own default: one idle that long is near
+# a server's idle timeout, where reusing it races the server closing it.
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=5.0)
 
 
 class UpstreamClient:
@@ -114,9 +110,12 @@ class UpstreamClient:
         if timeout <= 0 or deadline <= 0 or max_attempts < 1:
             raise ValueError("timeout and deadline must be positive and max_attempts at least 1")
         self.base_url = base_url
-        http = httpx.AsyncClient(
+        # With no transport given, the client builds aiohttp transports itself: one direct, and
+        # one per proxy the environment names, so a proxied upstream takes the same path.
+        http = HttpxAiohttpClient(
             base_url=base_url,
-            transport=transport or default_transport(base_url),
+            transport=transport,
+            limits=LIMITS,
             headers={
                 "Authorization": f"Bearer {api_key}",
                 "User-Agent": USER_AGENT,

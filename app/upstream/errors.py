@@ -1,6 +1,6 @@
 """Errors raised by `app.upstream.client.UpstreamClient`.
 
-Callers never see ``httpx`` exceptions; every failure is one of::
+Callers never see ``httpx`` or ``aiohttp`` exceptions; every failure is one of::
 
     UpstreamError                  operation, status, messages, rate_limits
     ├── UpstreamRejected           a 4xx: the upstream understood and refused; do not retry as is
@@ -15,9 +15,11 @@ Callers never see ``httpx`` exceptions; every failure is one of::
 human-readable strings the upstream sent, whatever the body shape (possibly none).
 
 ``UpstreamUnavailable.maybe_applied`` answers "could the upstream have acted on this request?".
-It is ``False`` only when the request certainly did no work (connection refused, connect or pool
-timeout, a 503 turned away before work) and ``True`` otherwise. A caller whose fork failed with
-``maybe_applied=True`` must assume a sandbox may exist and reconcile, not blindly fork again.
+It is ``False`` only when the request certainly did no work (connection refused, DNS or TLS
+handshake failed, connect or pool timeout, a 503 turned away before work) and ``True`` otherwise:
+a read timeout, a reset, a server that closed without answering or answered cut short or garbled.
+A caller whose fork failed with ``maybe_applied=True`` must assume a sandbox may exist and
+reconcile, not blindly fork again.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
 
 from app.upstream.errors import UpstreamTimeout, UpstreamUnavailable
@@ -39,6 +40,10 @@ _T = TypeVar("_T")
 
 # Failures that happen before any byte of the request can have reached the upstream.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+# The same for aiohttp, which carries real calls: refused, DNS, TLS handshake, the proxy
+# unreachable (ClientConnectorError); no connection within the pool or connect timeout
+# (ConnectionTimeoutError). Everything else it raises comes once the request may be sent.
+_AIOHTTP_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 
 class Requester:
@@ -144,17 +149,17 @@ class Requester:
                 response = await self.http.request(method, url, json=json, params=params)
             status = response.status_code
             return response
+        # Before TimeoutError: aiohttp's timeouts are TimeoutErrors too.
+        except (httpx.HTTPError, aiohttp.ClientError) as exc:
+            maybe_applied, timed_out, cause = _how_far(exc)
+            kind = UpstreamTimeout if timed_out else UpstreamUnavailable
+            raise kind(operation, None, [_describe(cause)], maybe_applied=maybe_applied) from exc
         except TimeoutError as exc:
             if not scope.expired():
                 raise UpstreamUnavailable(operation, None, [_describe(exc)]) from exc
             raise UpstreamTimeout(
                 operation, None, [f"no response within {budget:.2f}s"], maybe_applied=True
             ) from exc
-        except httpx.HTTPError as exc:
-            maybe_applied = not isinstance(exc, _NOT_SENT)
-            timed_out = isinstance(exc, httpx.TimeoutException)
-            kind = UpstreamTimeout if timed_out else UpstreamUnavailable
-            raise kind(operation, None, [_describe(exc)], maybe_applied=maybe_applied) from exc
         except Exception as exc:
             # Anything else the transport raised, e.g. an in-process ASGI app crashing.
             raise UpstreamUnavailable(operation, None, [_describe(exc)]) from exc
@@ -170,6 +175,21 @@ class Requester:
         except Exception:
             # Metrics must never turn a successful upstream call into a failure.
             logger.exception("upstream observer failed")
+
+
+def _how_far(exc: Exception) -> tuple[bool, bool, BaseException]:
+    """(maybe applied, timed out, the error that says so) for a failed exchange.
+
+    httpx-aiohttp raises aiohttp's errors as httpx types, from the original, but too coarsely
+    to tell "not sent" from "maybe applied": every aiohttp connection error, a server that
+    disconnected mid-answer or reset the connection included, becomes httpx.ConnectTimeout.
+    So aiohttp's own error decides when there is one; httpx's type decides otherwise (httpx's
+    transports, MockTransport, ASGITransport)."""
+    cause = exc if isinstance(exc, aiohttp.ClientError) else exc.__cause__
+    if isinstance(cause, aiohttp.ClientError):
+        # ServerTimeoutError (socket read, connect, pool) is the one aiohttp TimeoutError.
+        return not isinstance(cause, _AIOHTTP_NOT_SENT), isinstance(cause, TimeoutError), cause
+    return not isinstance(exc, _NOT_SENT), isinstance(exc, httpx.TimeoutException), exc
 
 
 def _describe(exc: BaseException) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
@@ -11,10 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.upstream.client import UpstreamClient, default_transport, infer_base_url
+from app.upstream.client import UpstreamClient, infer_base_url
 from app.upstream.errors import UpstreamUnavailable
 from app.upstream.schemas import AutomaticWakeupConfig, StartOptions
-from app.upstream.transport import PooledTransport
 
 API_KEY = "csb_v1_super_secret_key"
 BASE = "https://api.example.test"
@@ -410,37 +408,3 @@ class TestConstruction:
             StartOptions(hibernation_timeout_seconds=0)
         with pytest.raises(ValueError):
             StartOptions(ipcountry="nl")
-
-
-class TestDefaultTransport:
-    async def test_calls_go_through_a_proxy_the_environment_names(
-        self, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        seen: list[bytes] = []
-
-        async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            seen.append(await reader.readuntil(b"\r\n"))
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
-            await writer.drain()
-            writer.close()
-
-        server = await asyncio.start_server(proxy, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        for name in ("HTTP_PROXY", "http_proxy"):
-            monkeypatch.setenv(name, f"http://127.0.0.1:{port}")
-        for name in ("NO_PROXY", "no_proxy"):
-            monkeypatch.delenv(name, raising=False)
-        async with server, UpstreamClient("http://upstream.test", API_KEY, max_attempts=1) as c:
-            with pytest.raises(UpstreamUnavailable):
-                await c.running_vms()
-        # A proxied request names the whole URL, not just its path.
-        assert seen == [b"GET http://upstream.test/vm/running HTTP/1.1\r\n"]
-
-    def test_the_lean_pool_serves_an_upstream_no_proxy_applies_to(
-        self, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
-        monkeypatch.setenv("no_proxy", "api.example.test")
-        assert isinstance(default_transport(BASE), PooledTransport)
-        assert default_transport("https://elsewhere.test") is None
