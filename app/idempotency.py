@@ -18,13 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import clock
 from app import idempotency_repository as repository
 from app.db import transaction
 from app.errors import AppError, Conflict, Unprocessable, problem_response
@@ -81,7 +82,7 @@ async def run(
         raise BadIdempotencyKey()
     digest = fingerprint(route, body)
     identity = repository.RecordKey(key_id, route, idempotency_key)
-    now = datetime.now(UTC)
+    now = clock.now()
     async with transaction(sessions) as session:
         await repository.delete_expired(session, identity, now)
         claimed = await repository.claim(

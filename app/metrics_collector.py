@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import clock
 from app.db import transaction
 from app.models import OrgPlan, Sandbox, Team, UsageInterval
 from app.sandboxes.states import LIVE, SandboxState
@@ -124,7 +125,7 @@ class DatabaseGauges:
             if self._snapshot is None or self.clock() - self._taken_at >= self.ttl_seconds:
                 async with transaction(self.sessions) as session:
                     self._snapshot = await read_snapshot(
-                        session, at=datetime.now(UTC), timezone=self.timezone
+                        session, at=clock.now(), timezone=self.timezone
                     )
                 self._taken_at = self.clock()
             return self._snapshot

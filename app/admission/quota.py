@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import clock
 from app.admission import repository, service
 from app.admission.schemas import (
     OrgQuota,
@@ -60,7 +60,7 @@ async def check(
             raise SandboxNotFound(body.sandbox_id)
         owner, tier = sandbox.owner, sandbox.tier
     refusal = await service.decide(
-        session, team, owner=owner, tier=tier, at=datetime.now(UTC), timezone=timezone
+        session, team, owner=owner, tier=tier, at=clock.now(), timezone=timezone
     )
     if refusal is not None:
         raise refusal
@@ -72,7 +72,7 @@ async def show(
 ) -> QuotaOut:
     team_id = _team_of(actor, requested)
     team = await identity_service.get_team(session, team_id)
-    at = datetime.now(UTC)
+    at = clock.now()
     plan = await service.load_plan(session, lock=False)
     used = await service.usage(session, plan, team_id, None, await service.rates_at(session, at))
     assert used.team_burn is not None
@@ -127,7 +127,7 @@ async def set_plan(session: AsyncSession, actor: Actor, body: PlanIn) -> PlanOut
     row = await service.load_plan(session, lock=True)
     row.plan = body.plan
     row.plan_limit = body.limit if body.limit is not None else service.PLAN_LIMITS[body.plan]
-    row.updated_at = datetime.now(UTC)
+    row.updated_at = clock.now()
     await session.flush()
     await audit.record(
         session, actor=actor.key_id, action="plan.update", team_id=None, target="org",

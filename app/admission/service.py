@@ -32,7 +32,7 @@ org lock: it can only make a later decision more permissive, never over-admit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import clock
 from app.admission import repository
 from app.admission.refusals import BudgetExhausted, QuotaExceeded, TierNotAllowed
 
@@ -264,7 +265,7 @@ async def admit(
     `timezone`: pass `Settings.budget_timezone`.
 
     Call inside the transaction that then reserves the `starting` row and commits."""
-    at = at or datetime.now(UTC)
+    at = at or clock.now()
     # The org row first, the team's limits with it: see the module's docstring.
     row = await repository.lock_org_for_team(session, team_id)
     if row is None:
@@ -281,7 +282,7 @@ async def check_resize(
     session: AsyncSession, sandbox: Sandbox, tier: str, *, at: datetime | None = None
 ) -> None:
     """A live tier change upward must respect max_tier and the burn rate."""
-    at = at or datetime.now(UTC)
+    at = at or clock.now()
     team = await repository.team(session, sandbox.team_id)
     assert team is not None
     if team.max_tier is not None and rank(tier) > rank(team.max_tier):

@@ -36,11 +36,12 @@ the upstream names the Linux user) and `capabilities` is empty.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import clock
 from app.admission import service as admission
 from app.audit import service as audit
 from app.compat import repository as compat_repository
@@ -153,7 +154,7 @@ async def _set_automatic_wakeup(rt: Runtime, actor: Actor, sandbox_id: str, http
         if sandbox is None or sandbox.automatic_wakeup == http:
             return
         sandbox.automatic_wakeup = http
-        sandbox.updated_at = datetime.now(UTC)
+        sandbox.updated_at = clock.now()
         await audit.record_sandbox(
             session,
             sandbox,
@@ -251,7 +252,7 @@ async def running_vms(rt: Runtime, actor: Actor) -> dict[str, Any]:
     Timestamps are epoch seconds: the SDK's `listRunning` parses numbers (an ISO string would
     become a date in 1970 there)."""
     assert actor.team_id is not None
-    at = datetime.now(UTC)
+    at = clock.now()
     async with transaction(rt.sessions) as session:
         rows = await compat_repository.running(session, team_id=actor.team_id, owner=actor.owner)
         limit = await team_limit(session, actor.team_id)

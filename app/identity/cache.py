@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
+from app import clock
 from app.identity.actor import Actor
 
 TTL_SECONDS = 2.0
@@ -31,7 +32,7 @@ class KeyCache:
         if entry is None:
             return None
         actor, expires_at, until = entry
-        if until < time.monotonic() or (expires_at is not None and expires_at <= datetime.now(UTC)):
+        if until < time.monotonic() or (expires_at is not None and expires_at <= clock.now()):
             self._entries.pop(self._slot(token), None)
             return None
         return actor

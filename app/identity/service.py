@@ -10,11 +10,12 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import clock
 from app.errors import BearerRejected, Conflict, TeamNotFound, Unprocessable
 from app.identity import keys, repository
 from app.identity.actor import Actor
@@ -66,7 +67,7 @@ async def delete_team(session: AsyncSession, team_id: str) -> None:
         raise Conflict(
             f"Team {team_id!r} still has sandboxes; delete them first.", kind="team-not-empty"
         )
-    now = datetime.now(UTC)
+    now = clock.now()
     team.deleted_at = now
     await repository.revoke_team_keys(session, team_id, now)
     await session.flush()
@@ -88,7 +89,7 @@ async def issue_key(
         raise UnknownScope(unknown)
     if "admin" in scopes and not is_admin:
         raise AdminScopeOnTeamKey()
-    if expires_at is not None and expires_at <= datetime.now(UTC):
+    if expires_at is not None and expires_at <= clock.now():
         raise Unprocessable("expires_at must be in the future.", kind="invalid-expiry")
     new = keys.generate()
     row = await repository.add_key(
@@ -124,7 +125,7 @@ async def get_key(session: AsyncSession, key_id: str) -> ApiKey:
 async def revoke_key(session: AsyncSession, key_id: str) -> ApiKey:
     row = await get_key(session, key_id)
     if row.revoked_at is None:
-        row.revoked_at = datetime.now(UTC)
+        row.revoked_at = clock.now()
         await session.flush()
     return row
 
@@ -145,7 +146,7 @@ async def rotate_key(session: AsyncSession, key_id: str, *, overlap: timedelta) 
         is_admin=old.is_admin,
         rotated_from=old.id,
     )
-    deadline = datetime.now(UTC) + overlap
+    deadline = clock.now() + overlap
     if old.expires_at is None or old.expires_at > deadline:
         old.expires_at = deadline
     await session.flush()
@@ -165,7 +166,7 @@ async def authenticate(session: AsyncSession, token: str, *, env_admin_key: str 
     stored = row.secret_sha256 if row is not None else b"\0" * 32
     if not keys.matches(secret, stored) or row is None:
         raise BearerRejected("The API key is not valid.")
-    now = datetime.now(UTC)
+    now = clock.now()
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         raise BearerRejected("The API key is revoked or expired.")
     if row.last_used_at is None or now - row.last_used_at > _LAST_USED_RESOLUTION:

@@ -20,6 +20,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from app import clock
+
 __all__ = [
     "LimitFamily",
     "RateLimitWindow",
@@ -123,7 +125,7 @@ def seconds_until(value: str, *, now: datetime | None = None) -> float | None:
     Accepts a delay in seconds, an epoch timestamp in seconds or milliseconds, ISO-8601 or an
     HTTP date; anything else gives ``None`` rather than a guess.
     """
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     text = value.strip()
     if not text:
         return None

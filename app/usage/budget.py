@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import clock
 from app.db import transaction
 from app.errors import AppError
 from app.identity.actor import Actor
@@ -153,7 +154,7 @@ async def enforce_budgets(rt: Runtime, at: datetime | None = None) -> int:
     from app.sandboxes import service as sandboxes_service
     from app.sandboxes.states import SandboxState
 
-    at = at or datetime.now(UTC)
+    at = at or clock.now()
     async with rt.engine.connect() as lock_conn:
         locked = await lock_conn.scalar(select(func.pg_try_advisory_lock(Lock.BUDGET_ENFORCE)))
         # End the implicit transaction at once: the lock is the session's, not a transaction's.

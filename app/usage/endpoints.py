@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, status
 from fastapi.responses import StreamingResponse
 
+from app import clock
 from app.deps import AdminActor, RuntimeDep, SandboxReader, SessionDep, require
 from app.identity.actor import Actor
 from app.sandboxes.schemas import SANDBOX_ID_PATTERN
@@ -26,13 +26,9 @@ UsageReader = Annotated[Actor, Depends(require("usage:read"))]
 SandboxId = Annotated[str, Path(pattern=SANDBOX_ID_PATTERN, description="Corral's sandbox id")]
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 @router.get("/v1/admin/prices", response_model=PriceBookOut, tags=["admin"])
 async def get_prices(actor: AdminActor, session: SessionDep) -> PriceBookOut:
-    return await prices.price_book(session, _now())
+    return await prices.price_book(session, clock.now())
 
 
 @router.put(
@@ -44,7 +40,7 @@ async def get_prices(actor: AdminActor, session: SessionDep) -> PriceBookOut:
 async def put_prices(
     body: PriceVersionIn, actor: AdminActor, session: SessionDep
 ) -> PriceVersionOut:
-    return await prices.add_version(session, actor, body, _now())
+    return await prices.add_version(session, actor, body, clock.now())
 
 
 def _wants_csv(fmt: str | None, accept: str | None) -> bool:
@@ -82,7 +78,7 @@ async def get_usage(
     format: Annotated[Literal["json", "csv"] | None, Query()] = None,
     accept: Annotated[str | None, Header()] = None,
 ) -> UsageReport | StreamingResponse:
-    at = _now()
+    at = clock.now()
     timezone = rt.settings.budget_timezone
     span = reports.window(from_, to, at, timezone)
     keys = reports.group_keys(group_by or [])
@@ -105,4 +101,4 @@ async def get_usage(
 async def sandbox_cost(
     sandbox_id: SandboxId, actor: SandboxReader, session: SessionDep
 ) -> CostStatement:
-    return await statements.statement(session, actor, sandbox_id, _now())
+    return await statements.statement(session, actor, sandbox_id, clock.now())

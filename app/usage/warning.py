@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import clock
 from app.db import transaction
 from app.runtime import Runtime
 from app.usage import budget, repository
@@ -65,7 +65,7 @@ class BudgetWarning:
                 warning = None
                 if team is not None and team.monthly_budget_credits is not None:
                     status = await budget.budget_status(
-                        session, team, datetime.now(UTC), timezone=runtime.settings.budget_timezone
+                        session, team, clock.now(), timezone=runtime.settings.budget_timezone
                     )
                     warning = status.warning
         except Exception:  # advisory header: log, and answer without it
