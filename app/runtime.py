@@ -33,6 +33,5 @@ class Runtime:
     circuit: UpstreamCircuit = field(default_factory=UpstreamCircuit)
     # `/metrics`'s scrape-time gauges, made on the first scrape (`operations.gauges_of`).
     gauges: DatabaseGauges | None = None
-    # Untyped leftovers, read and written by app/sessions/tokens.py only (its cached signing
-    # secret); nothing new goes here.
-    extras: dict[str, Any] = field(default_factory=dict)
+    # The browser-token signing secret, read from the database once (app/sessions/tokens.py).
+    signing_secret: bytes | None = None

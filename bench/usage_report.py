@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -193,7 +194,7 @@ async def main() -> None:
     if not args.reuse:
         loaded = await load(url, args.seed)
     sessions = session_factory(engine)
-    tz = "UTC"
+    tz = ZoneInfo("UTC")
     at = YEAR_END
     march = reports.Window(datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 4, 1, tzinfo=UTC))
     year = reports.Window(YEAR_START, YEAR_END)

@@ -56,7 +56,6 @@ from app.usage import repository as usage_repository
 
 PLAN_LIMITS = {"build": 10, "scale": 250}
 # The settings' default accounting timezone, for `admit` callers that do not pass theirs yet.
-DEFAULT_TIMEZONE = ZoneInfo("UTC")
 
 
 @dataclass(frozen=True)
@@ -257,8 +256,8 @@ async def admit(
     owner: str | None,
     tier: str,
     action: str,
+    timezone: ZoneInfo,
     at: datetime | None = None,
-    timezone: ZoneInfo = DEFAULT_TIMEZONE,
 ) -> None:
     """Lock the org row and admit one more running VM for the team, or raise the refusal
     (404 for a team that does not exist). The monthly budget counts from the month's start in

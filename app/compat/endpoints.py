@@ -28,7 +28,7 @@ from app.compat.schemas import (
     sandbox_view,
 )
 from app.deps import CurrentActor, RuntimeDep, authenticate
-from app.errors import Forbidden
+from app.errors import MissingScope
 from app.identity.actor import Actor
 from app.sandboxes.schemas import OWNER_PATTERN, TEMPLATE_PATTERN, SandboxPatch
 from app.sandboxes.states import SandboxState
@@ -54,7 +54,7 @@ def _needs(scope: str | None) -> Callable[..., Coroutine[Any, Any, Actor]]:
     async def check(actor: CurrentActor, owner: OwnerHeader = None) -> Actor:
         acting = service.acting(actor, owner)
         if scope is not None and not acting.has(scope):
-            raise Forbidden(f"This key lacks the {scope!r} scope.", kind="missing-scope")
+            raise MissingScope(scope)
         return acting
 
     return check

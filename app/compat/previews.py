@@ -12,7 +12,7 @@ from typing import Any
 from app.audit import service as audit
 from app.compat.service import not_found, resolve
 from app.db import transaction
-from app.errors import AppError, Forbidden
+from app.errors import AppError, MissingScope
 from app.identity.actor import Actor
 from app.models import Sandbox
 from app.runtime import Runtime
@@ -29,7 +29,7 @@ def _problem(err: UpstreamError, sandbox: Sandbox) -> AppError:
 def _require_write(actor: Actor) -> None:
     # Preview tokens open private ports: managing them is a write, reading them too.
     if not actor.has("sandboxes:write"):
-        raise Forbidden("This key lacks the 'sandboxes:write' scope.", kind="missing-scope")
+        raise MissingScope("sandboxes:write")
 
 
 async def _audit(

@@ -47,7 +47,7 @@ from app.audit import service as audit
 from app.compat import repository as compat_repository
 from app.compat.schemas import PRIVACY_NAMES, ForkRequest, StartRequest, sandbox_view, specs_of
 from app.db import transaction
-from app.errors import Forbidden, SandboxNotFound
+from app.errors import OwnerMismatch, SandboxNotFound, TeamKeyRequired
 from app.identity.actor import Actor
 from app.models import Sandbox, Team
 from app.runtime import Runtime
@@ -75,16 +75,11 @@ def not_found() -> SandboxNotFound:
 def acting(actor: Actor, owner_header: str | None) -> Actor:
     """The actor for a facade request: team keys only, with the owner of the request."""
     if actor.is_admin or actor.team_id is None:
-        raise Forbidden(
-            "The SDK facade acts for one team: use a team key, not an admin key.",
-            kind="team-key-required",
-        )
+        raise TeamKeyRequired("The SDK facade")
     if owner_header is None or owner_header == actor.owner:
         return actor
     if actor.owner is not None:
-        raise Forbidden(
-            "This key is bound to one owner and cannot act for another.", kind="owner-mismatch"
-        )
+        raise OwnerMismatch()
     return replace(actor, owner=owner_header)
 
 

@@ -18,7 +18,7 @@ from datetime import timedelta
 from app import clock
 from app.admission import service as admission
 from app.db import transaction
-from app.errors import Forbidden, InvalidState, Unprocessable
+from app.errors import InvalidState, OwnerMismatch, TeamRequired, Unprocessable, WrongTeam
 from app.identity import service as identity_service
 from app.identity.actor import Actor
 from app.models import Sandbox
@@ -59,19 +59,17 @@ class CreateSpec:
 
 def _owner_for(actor: Actor, requested: str | None) -> str | None:
     if actor.owner is not None and requested not in (None, actor.owner):
-        raise Forbidden(
-            "This key is bound to one owner and cannot act for another.", kind="owner-mismatch"
-        )
+        raise OwnerMismatch()
     return actor.owner or requested
 
 
 def _team_for(actor: Actor, requested: str | None) -> str:
     if actor.is_admin:
         if requested is None:
-            raise Unprocessable("Admins must name the owning team.", kind="team-required")
+            raise TeamRequired("owning team")
         return requested
     if requested not in (None, actor.team_id):
-        raise Forbidden("A team key creates sandboxes for its own team only.", kind="wrong-team")
+        raise WrongTeam("creates sandboxes for its own team")
     assert actor.team_id is not None
     return actor.team_id
 
@@ -139,7 +137,13 @@ async def create(
     async with transaction(rt.sessions) as session:
         if spec.start:
             await admission.admit(
-                session, spec.team_id, owner=spec.owner, tier=spec.tier, action=action, at=at
+                session,
+                spec.team_id,
+                owner=spec.owner,
+                tier=spec.tier,
+                action=action,
+                at=at,
+                timezone=rt.settings.budget_timezone,
             )
         else:
             await identity_service.get_team(session, spec.team_id)

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import BadRequest
+from app.errors import InvalidCursor
 from app.models import Sandbox, SandboxEvent
 
 
@@ -52,7 +52,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         created, sandbox_id = raw.split("|", 1)
         return datetime.fromisoformat(created), sandbox_id
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("The cursor is not valid.", kind="invalid-cursor") from exc
+        raise InvalidCursor() from exc
 
 
 async def page(

@@ -60,7 +60,12 @@ async def start(
         _check_startable(sandbox)
         if sandbox.state != SandboxState.RUNNING:
             await admission.admit(
-                session, sandbox.team_id, owner=sandbox.owner, tier=sandbox.tier, action=action
+                session,
+                sandbox.team_id,
+                owner=sandbox.owner,
+                tier=sandbox.tier,
+                action=action,
+                timezone=rt.settings.budget_timezone,
             )
         sandbox = await access.load(session, actor, sandbox_id, lock=True)
         _check_startable(sandbox)

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import clock, metrics
 from app.audit import service as audit
 from app.db import transaction
-from app.errors import Forbidden, InvalidState, TooManyRequests
+from app.errors import Forbidden, InvalidState, MissingScope, OwnerBinding, TooManyRequests
 from app.identity.actor import Actor
 from app.models import BrowserSession, Sandbox
 from app.runtime import Runtime
@@ -82,18 +82,15 @@ def authorise(actor: Actor, *, user: str, permission: str) -> None:
         permission == "read" and actor.has("sessions:write")
     )
     if not allowed:
-        raise Forbidden(f"This key lacks the 'sessions:{permission}' scope.", kind="missing-scope")
+        raise MissingScope(f"sessions:{permission}")
     if actor.owner is not None and user != actor.owner:
-        raise Forbidden(
-            "This key is bound to one owner and mints sessions only for that owner.",
-            kind="owner-binding",
-        )
+        raise OwnerBinding()
 
 
 def authorise_read(actor: Actor) -> None:
     """Reading session records needs either sessions scope."""
     if not (actor.has("sessions:read") or actor.has("sessions:write")):
-        raise Forbidden("This key lacks the 'sessions:read' scope.", kind="missing-scope")
+        raise MissingScope("sessions:read")
 
 
 def _usable(sandbox: Sandbox) -> None:

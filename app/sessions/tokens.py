@@ -40,7 +40,6 @@ HEADER = {"alg": "HS256", "typ": "JWT"}
 ISSUER = "corral"
 AUDIENCE = "corral-browser-session"
 SECRET_NAME = "browser-token"
-_EXTRAS_KEY = "browser_token_secret"
 _ENCODED_HEADER = (
     base64.urlsafe_b64encode(json.dumps(HEADER, separators=(",", ":")).encode())
     .rstrip(b"=")
@@ -159,9 +158,8 @@ async def signing_secret(rt: Runtime) -> bytes:
     configured = rt.settings.browser_token_secret
     if configured is not None:
         return configured.get_secret_value().encode()
-    cached = rt.extras.get(_EXTRAS_KEY)
-    if isinstance(cached, bytes):
-        return cached
+    if rt.signing_secret is not None:
+        return rt.signing_secret
     async with transaction(rt.sessions) as session:
         await session.execute(
             insert(SigningSecret)
@@ -172,5 +170,5 @@ async def signing_secret(rt: Runtime) -> bytes:
             select(SigningSecret.secret).where(SigningSecret.name == SECRET_NAME)
         )
     assert stored is not None
-    rt.extras[_EXTRAS_KEY] = stored
+    rt.signing_secret = stored
     return stored
