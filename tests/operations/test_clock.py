@@ -1,0 +1,133 @@
+"""One clock (DESIGN §12): with a simulated upstream, `POST /v1/admin/clock/advance` moves the
+simulator and Corral together — in-process, and across real replicas that share a database
+and a standalone simulator — and the simulator's auto-hibernations land at their exact moment,
+which the reconciler's inferred interval end matches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from app.db import create_engine, migrate
+from app.runtime import Runtime
+from tests import processes
+from tests.conftest import ADMIN_KEY
+from tests.database import recreate
+from tests.fixtures import factories
+from tests.reconcile.helpers import at, intervals, reconcile, sandbox, vm
+
+ADVANCE = "/v1/admin/clock/advance"
+
+
+class TestInProcess:
+    async def test_an_advance_moves_the_simulator_and_corral(
+        self, client: httpx.AsyncClient, sim: httpx.AsyncClient
+    ) -> None:
+        before = (await sim.get("/_simulator/clock")).json()
+        response = await client.post(ADVANCE, json={"seconds": 86400}, headers=factories.ADMIN)
+        assert response.status_code == 200, response.text
+        after = (await sim.get("/_simulator/clock")).json()
+        assert after["offset_seconds"] - before["offset_seconds"] == 86400
+        assert response.json()["offset_seconds"] == pytest.approx(after["offset_seconds"], abs=1)
+        # What Corral writes now is stamped with the simulated time.
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers)
+        assert at(created["created_at"]) >= at(after["now"]) - timedelta(seconds=1)
+
+    async def test_an_auto_hibernation_ends_the_interval_at_its_simulated_moment(
+        self, client: httpx.AsyncClient, sim: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers, hibernation_timeout_seconds=300)
+        await reconcile(runtime)  # seen running, with its last activity
+        moved = await client.post(ADVANCE, json={"seconds": 3600}, headers=factories.ADMIN)
+        assert created["upstream_id"] in moved.json()["hibernated"]
+        for _ in range(2):  # absent from two polls in a row
+            await reconcile(runtime)
+        assert (await sandbox(runtime, created["id"])).state == "hibernated"
+        [stretch] = (await vm(sim, created["upstream_id"]))["ledger"]["stretches"]
+        [interval] = await intervals(runtime, created["id"])
+        assert interval.ended_at is not None
+        # last_active_at + timeout, as the simulator did it: within the clocks' read skew.
+        assert abs(interval.ended_at - at(stretch["ended_at"])) < timedelta(seconds=1)
+
+    async def test_only_admins_move_it_and_bad_amounts_are_refused(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        headers = await factories.team_with_key(client)
+        assert (
+            await client.post(ADVANCE, json={"seconds": 60}, headers=headers)
+        ).status_code == 403
+        assert (await client.post(ADVANCE, json={"seconds": 60})).status_code == 401
+        for body in ({"seconds": 0}, {"seconds": -5}, {"seconds": 10**9}, {"days": 1}, {}):
+            refused = await client.post(ADVANCE, json=body, headers=factories.ADMIN)
+            assert refused.status_code == 422, body
+
+    async def test_with_a_real_upstream_there_is_no_clock_to_move(self, runtime: Runtime) -> None:
+        from dataclasses import replace
+
+        from app.main import create_app
+
+        real = runtime.settings.model_copy(
+            update={"upstream": "codesandbox", "upstream_key": "csb_x"}
+        )
+        app = create_app(runtime=replace(runtime, settings=real))
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://corral"
+        ) as http:
+            response = await http.post(ADVANCE, json={"seconds": 60}, headers=factories.ADMIN)
+        assert response.status_code == 404
+        assert response.headers["content-type"].startswith("application/problem+json")
+
+
+SIM_KEY = "clock-simulator-key"
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[processes.Process]]:
+    import asyncio
+
+    async def database() -> str:
+        url = await recreate(f"corral_clock_{os.getpid()}")
+        engine = create_engine(url, pool_size=1)
+        await migrate(engine)
+        await engine.dispose()
+        return url
+
+    url = asyncio.run(database())
+    logs = tmp_path_factory.mktemp("clock")
+    with processes.simulator(SIM_KEY, logs) as simulator:
+        common = {
+            "database_url": url,
+            "upstream_url": simulator.url,
+            "upstream_key": SIM_KEY,
+            "admin_key": ADMIN_KEY,
+            "log_dir": logs,
+        }
+        with processes.corral(**common) as first, processes.corral(**common) as second:
+            yield [first, second]
+
+
+async def test_an_advance_through_one_replica_is_seen_by_the_next_request_to_another(
+    replicas: list[processes.Process],
+) -> None:
+    first, second = replicas
+    async with (
+        httpx.AsyncClient(base_url=first.url, timeout=30) as a,
+        httpx.AsyncClient(base_url=second.url, timeout=30) as b,
+    ):
+        moved = await a.post(ADVANCE, json={"seconds": 10 * 86400}, headers=factories.ADMIN)
+        assert moved.status_code == 200, moved.text
+        assert moved.json()["replicas"] == 2
+        simulated_now = at(moved.json()["now"])
+        # At once, on the other replica: what it stamps is ten days ahead.
+        headers = await factories.team_with_key(b, "clock-team")
+        created = await factories.sandbox(b, headers)
+        assert at(created["created_at"]) >= simulated_now - timedelta(seconds=1)
+        again = await b.post(ADVANCE, json={"seconds": 86400}, headers=factories.ADMIN)
+        assert again.json()["replicas"] == 2
+        assert at(again.json()["now"]) - simulated_now >= timedelta(days=1)
