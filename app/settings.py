@@ -6,6 +6,7 @@ Where a setting is absent Corral runs on embedded defaults (an embedded Postgres
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -50,8 +51,9 @@ class Settings(BaseSettings):
     default_template: str = Field(default="pcz35m", pattern=r"^[A-Za-z0-9_@.-]{1,64}$")
     default_tier: str = "Nano"
     default_hibernation_timeout_seconds: int = Field(default=300, ge=1, le=86400)
-    # How long a `starting` reservation may stay unsettled before the reconciler resolves it.
-    reservation_ttl_seconds: int = Field(default=120, ge=5)
+    # How long a `starting` reservation may stay unsettled before the reconciler resolves it;
+    # unset, just longer than the calls it covers can take (see `reservation_ttl`).
+    reservation_ttl_seconds: int | None = Field(default=None, ge=5)
 
     reconcile_interval: float = Field(default=15.0, gt=0)
     reconcile_enabled: bool = True
@@ -141,6 +143,14 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("CORRAL_ADMIN_KEY must be at least 32 characters")
         return value
+
+    @property
+    def reservation_ttl(self) -> timedelta:
+        """A reservation covers a fork and a start, each bounded by the upstream deadline: past
+        both (and a margin for the database), its process has died or given up."""
+        if self.reservation_ttl_seconds is not None:
+            return timedelta(seconds=self.reservation_ttl_seconds)
+        return timedelta(seconds=2 * self.upstream_deadline_seconds + 5)
 
     @property
     def upstream_mode(self) -> UpstreamMode:

@@ -35,6 +35,7 @@ class Sandbox(Base):
             "owner",
             postgresql_where=text("state IN ('starting', 'running', 'unknown')"),
         ),
+        Index("ix_sandboxes_pending", "id", postgresql_where=text("pending_intent IS NOT NULL")),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -66,6 +67,12 @@ class Sandbox(Base):
     last_seen_running_at: Mapped[datetime | None]
     upstream_last_active_at: Mapped[datetime | None]
     missed_polls: Mapped[int] = mapped_column(Integer, server_default="0")
+
+    # A stop, delete or resize in flight: what it asked (`hibernated`, `shutdown`, `deleted`,
+    # `resize:<tier>`) and when, written before the upstream call and cleared by the move that
+    # records its outcome. Left behind by a process that died, it tells the reconciler.
+    pending_intent: Mapped[str | None] = mapped_column(String(32))
+    pending_at: Mapped[datetime | None]
 
 
 class SandboxEvent(Base):

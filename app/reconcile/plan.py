@@ -54,6 +54,8 @@ class Row:
     last_seen_running_at: datetime | None
     upstream_last_active_at: datetime | None
     missed_polls: int
+    pending_intent: str | None = None
+    pending_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class Closing:
     row: Row
     ended_at: datetime
     detail: dict[str, str]
+    to_state: str = "hibernated"
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class Resize:
     row: Row
     vm: RunningVM
     tier: str
+    at: datetime
 
 
 @dataclass
@@ -99,6 +103,10 @@ class Plan:
     # unknown here may be theirs, so they are looked up before anything is called unmanaged.
     pending: list[Row] = field(default_factory=list)
     orphans: list[tuple[Row, RunningVM]] = field(default_factory=list)
+    # Stopped rows whose delete was asked and not recorded: looked up, recorded deleted if gone.
+    deleting: list[Row] = field(default_factory=list)
+    # Rows whose intent is older than any call it could belong to: it is dropped.
+    stale_intents: list[Row] = field(default_factory=list)
 
 
 def estimate_end(
@@ -168,6 +176,18 @@ def _fresh_listing(row: Row, vm: RunningVM, poll_at: datetime, grace: timedelta)
     )
 
 
+def intent_of(row: Row, poll_at: datetime, window: timedelta) -> str | None:
+    """The row's pending intent while a call it belongs to may still be the latest news."""
+    if row.pending_intent is None or row.pending_at is None:
+        return None
+    return row.pending_intent if row.pending_at >= poll_at - window else None
+
+
+def started_since(vm: RunningVM, row: Row) -> bool:
+    """Is the listed session one that began after the row's state did?"""
+    return vm.session_started_at is not None and vm.session_started_at >= row.state_changed_at
+
+
 def _woken_start(row: Row, vm: RunningVM, poll_at: datetime, grace: timedelta) -> datetime | None:
     """The start of a session Corral did not know about, or None if the listing may be stale."""
     if not _fresh_listing(row, vm, poll_at, grace):
@@ -184,24 +204,34 @@ def classify(
     previous_poll_at: datetime | None,
     grace: timedelta,
     refresh: timedelta,
+    intent_window: timedelta,
 ) -> Plan:
+    """`intent_window`: how long after it was written a pending intent can still explain what
+    the upstream shows (the calls' deadline, the polls that notice, the listing's lag)."""
     plan = Plan()
     listed = {vm.id: vm for vm in vms if vm.id}
     claimed: set[str] = set()
     for row in rows:
         vm = listed.get(row.upstream_id) if row.upstream_id else None
+        intent = intent_of(row, poll_at, intent_window)
+        if row.pending_intent is not None and intent is None:
+            plan.stale_intents.append(row)
         if row.upstream_id is not None and vm is not None:
             claimed.add(row.upstream_id)
         if row.state == "running":
-            _classify_running(plan, row, vm, poll_at, previous_poll_at, grace, refresh)
+            _classify_running(plan, row, vm, poll_at, previous_poll_at, grace, refresh, intent)
         elif row.state in ("hibernated", "shutdown"):
-            if vm is not None:
+            if intent == "deleted" and vm is None:
+                plan.deleting.append(row)
+            elif vm is not None:
                 started = _woken_start(row, vm, poll_at, grace)
                 if started is not None:
                     plan.waking.append(Waking(row, vm, started))
         elif row.state == "starting":
             expired = row.reservation_expires_at is None or row.reservation_expires_at <= poll_at
-            if expired:
+            if expired or (vm is not None and started_since(vm, row)):
+                # A session begun since the reservation is its start, done: the process that
+                # asked may have died (or lost its database) before it could record it.
                 plan.unresolved.append(row)
             elif row.upstream_id is None:
                 plan.pending.append(row)
@@ -225,6 +255,7 @@ def _classify_running(
     previous_poll_at: datetime | None,
     grace: timedelta,
     refresh: timedelta,
+    intent: str | None,
 ) -> None:
     if vm is not None:
         if row.missed_polls:
@@ -233,7 +264,11 @@ def _classify_running(
             plan.sightings.append((row, vm))
         tier = tier_of(vm)
         if tier is not None and tier != row.tier:
-            plan.resizing.append(Resize(row, vm, tier))
+            # A resize Corral asked for and could not record happened when it was asked.
+            at = poll_at
+            if intent == f"resize:{tier}" and row.pending_at is not None:
+                at = clamp(row.pending_at, row.state_changed_at, poll_at)
+            plan.resizing.append(Resize(row, vm, tier, at))
         return
     if not _observable(row, poll_at, grace):
         if row.missed_polls:
@@ -247,12 +282,18 @@ def _classify_running(
     seen_stopped = previous_poll_at if previous_poll_at is not None else poll_at
     if seen_stopped < seen_running:
         seen_stopped = poll_at
-    ended = estimate_end(
-        last_active_at=row.upstream_last_active_at,
-        hibernation_timeout_seconds=row.hibernation_timeout_seconds,
-        seen_running_at=seen_running,
-        seen_stopped_at=seen_stopped,
-    )
+    to_state = "hibernated"
+    if intent in ("hibernated", "shutdown") and row.pending_at is not None:
+        # A stop Corral asked for and could not record: it happened as and when asked.
+        to_state = intent
+        ended = clamp(row.pending_at, seen_running, seen_stopped)
+    else:
+        ended = estimate_end(
+            last_active_at=row.upstream_last_active_at,
+            hibernation_timeout_seconds=row.hibernation_timeout_seconds,
+            seen_running_at=seen_running,
+            seen_stopped_at=seen_stopped,
+        )
     plan.closing.append(
         Closing(
             row,
@@ -263,6 +304,8 @@ def _classify_running(
                 "last_active_at": row.upstream_last_active_at.isoformat()
                 if row.upstream_last_active_at
                 else "",
+                **({"intent": intent} if intent else {}),
             },
+            to_state,
         )
     )

@@ -28,7 +28,7 @@ async def close(period: Period, session: AsyncSession, batch: Sequence[Closing])
     findings = {
         c.row.id: Finding(
             kind="stopped_upstream",
-            action="hibernated",
+            action=c.to_state,
             sandbox_id=c.row.id,
             upstream_id=c.row.upstream_id,
             detail={**c.detail, "ended_at": c.ended_at.isoformat()},
@@ -42,13 +42,15 @@ async def close(period: Period, session: AsyncSession, batch: Sequence[Closing])
             Move(
                 sandbox_id=c.row.id,
                 from_state=SandboxState.RUNNING,
-                to_state=SandboxState.HIBERNATED,
+                to_state=SandboxState(c.to_state),
                 tier=c.row.tier,
                 at=c.ended_at,
                 cause="upstream",
                 actor=ACTOR,
                 detail=findings[c.row.id].detail,
-                audit=findings[c.row.id].audit("sandbox.hibernate"),
+                audit=findings[c.row.id].audit(
+                    "sandbox.hibernate" if c.to_state == "hibernated" else "sandbox.shutdown"
+                ),
                 if_changed_at=c.row.state_changed_at,
             )
             for c in batch
@@ -121,7 +123,7 @@ async def resize(period: Period, session: AsyncSession, batch: Sequence[Resize])
                 from_state=SandboxState.RUNNING,
                 to_state=SandboxState.RUNNING,
                 tier=r.tier,
-                at=period.poll_at,
+                at=r.at,
                 cause="upstream",
                 actor=ACTOR,
                 detail=findings[r.row.id].detail,

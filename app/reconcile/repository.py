@@ -39,6 +39,8 @@ _ROW_COLUMNS = (
     Sandbox.last_seen_running_at,
     Sandbox.upstream_last_active_at,
     Sandbox.missed_polls,
+    Sandbox.pending_intent,
+    Sandbox.pending_at,
 )
 
 
@@ -52,14 +54,16 @@ _LIVE_SQL = sql_list(LIVE)
 # linearly for every row: both sides hold 10,000 entries at scale.
 _LOAD = text(
     f"SELECT {_COLUMNS_SQL} FROM sandboxes s WHERE s.state IN ({_LIVE_SQL})"  # noqa: S608
-    f" UNION ALL SELECT {_COLUMNS_SQL} FROM sandboxes s"
+    f" UNION SELECT {_COLUMNS_SQL} FROM sandboxes s"
     "  JOIN unnest(CAST(:ids AS varchar[])) AS u(id) ON s.upstream_id = u.id"
     f"  WHERE s.state NOT IN ({_LIVE_SQL})"
+    f" UNION SELECT {_COLUMNS_SQL} FROM sandboxes s WHERE s.pending_intent IS NOT NULL"
 )
 
 
 async def load_rows(session: AsyncSession, upstream_ids: Sequence[str]) -> list[Row]:
-    """Every live row, and every other row of a VM the poll listed."""
+    """Every live row, every other row of a VM the poll listed, and every row with a pending
+    intent (each once)."""
     result = await session.execute(_LOAD, {"ids": list(upstream_ids)})
     return [_row(values) for values in result]
 
@@ -227,6 +231,19 @@ async def unknown_intents(session: AsyncSession, sandbox_ids: Sequence[str]) -> 
         for sandbox_id, detail, from_state in rows
         if "intent" in detail
     }
+
+
+async def clear_intents(session: AsyncSession, rows: Sequence[Row]) -> None:
+    """Drop intents too old to explain anything, unless a newer call has written its own."""
+    if rows:
+        await session.execute(
+            text(
+                "UPDATE sandboxes s SET pending_intent = NULL, pending_at = NULL"
+                " FROM unnest(CAST(:ids AS varchar[]), CAST(:ats AS timestamptz[])) AS u(id, at)"
+                " WHERE s.id = u.id AND s.pending_at = u.at"
+            ),
+            {"ids": [r.id for r in rows], "ats": [r.pending_at for r in rows]},
+        )
 
 
 async def unremoved_forks(session: AsyncSession, *, limit: int) -> list[tuple[str, str]]:

@@ -34,7 +34,7 @@ from app.db import transaction
 from app.reconcile import orphans, polled, repository, unmanaged, unresolved
 from app.reconcile.leader import period_lock
 from app.reconcile.period import BATCH_SIZE, Period, batched, guarded
-from app.reconcile.plan import Plan, classify
+from app.reconcile.plan import Plan, classify, started_since
 from app.runtime import Runtime
 from app.sandboxes.states import SandboxState
 from app.settings import Settings
@@ -45,6 +45,14 @@ log = logging.getLogger(__name__)
 
 # New upstream activity of a running VM is written at most once per this many periods.
 SIGHTING_REFRESH_PERIODS = 4
+
+
+def intent_window(settings: Settings) -> timedelta:
+    """How long a pending intent can explain what the upstream shows: its call's longest run
+    (a reservation's length), two polls to notice, and the listing's lag."""
+    return settings.reservation_ttl + timedelta(
+        seconds=2 * settings.reconcile_interval + settings.reconcile_sighting_grace_seconds
+    )
 
 
 def replica_name(settings: Settings) -> str:
@@ -167,6 +175,7 @@ async def _repair(
         previous_poll_at=previous,
         grace=period.grace,
         refresh=timedelta(seconds=rt.settings.reconcile_interval * SIGHTING_REFRESH_PERIODS),
+        intent_window=intent_window(rt.settings),
     )
     phases["load"] = _ms_since(began)
     began = time.perf_counter()
@@ -193,7 +202,14 @@ async def _repair(
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
-    for row in plan.unresolved:
+    # A create in flight whose fork is found running in a session begun since: its start is
+    # done, whatever became of the process that asked.
+    started = [
+        row
+        for row in pending
+        if (vm := listed.get(lookups.found.get(row.id, ""))) is not None and started_since(vm, row)
+    ]
+    for row in [*plan.unresolved, *started]:
         await guarded(
             row.id, partial(unresolved.resolve, period, row, lookups, intents.get(row.id))
         )
@@ -204,6 +220,11 @@ async def _repair(
             await guarded(row.id, partial(unmanaged.shutdown_unmanaged, period, row))
     for row, vm in plan.orphans:
         await guarded(row.id, partial(orphans.shut_down, period, row, vm))
+    for row in plan.deleting:
+        await guarded(row.id, partial(unresolved.finish_delete, period, row))
+    if plan.stale_intents:
+        async with transaction(rt.sessions) as session:
+            await repository.clear_intents(session, plan.stale_intents)
     await guarded("forks", partial(unresolved.remove_forks, period))
     phases["repair"] = _ms_since(began)
     return period.drift

@@ -174,3 +174,40 @@ async def remove_forks(period: Period) -> None:
         pending = await repository.unremoved_forks(session, limit=FORKS_PER_PERIOD)
     for sandbox_id, upstream_id in pending:
         await lifecycle.remove_fork(period.rt, sandbox_id, upstream_id)
+
+
+async def finish_delete(period: Period, row: Row) -> None:
+    """deleted_upstream: a stopped row whose delete was asked (its intent is pending) and not
+    recorded. Gone upstream, it is deleted as of when it was asked; still there, the intent
+    stays until it is too old to matter (the reconciler then drops it)."""
+    assert row.upstream_id is not None and row.pending_at is not None
+    try:
+        await period.rt.upstream.get_sandbox(row.upstream_id)
+        return
+    except UpstreamNotFound:
+        pass
+    except UpstreamError:
+        return  # no answer: the next period asks again
+    async with transaction(period.rt.sessions) as session:
+        sandbox = await sandboxes_repository.get(session, row.id, team_id=None, for_update=True)
+        if sandbox is None or sandbox.state != row.state or sandbox.pending_at != row.pending_at:
+            return  # settled by someone else since the period loaded it
+        finding = Finding(
+            kind="deleted_upstream",
+            action="deleted",
+            sandbox_id=row.id,
+            upstream_id=row.upstream_id,
+            detail={"asked_at": row.pending_at.isoformat()},
+        )
+        await transitions.move(
+            session,
+            sandbox,
+            SandboxState.DELETED,
+            cause="reconciler",
+            actor=ACTOR,
+            at=row.pending_at,
+            detail=finding.detail,
+            audit=finding.audit("sandbox.delete"),
+        )
+        found = await record(session, period, [finding])
+    period.drift.update(found)

@@ -13,7 +13,6 @@ import secrets
 import string
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 
 from app import clock
 from app.admission import service as admission
@@ -124,7 +123,7 @@ async def create(
         state=SandboxState.STARTING,
         last_cause="api",
         operation_id=operation_id,
-        reservation_expires_at=at + timedelta(seconds=rt.settings.reservation_ttl_seconds),
+        reservation_expires_at=at + rt.settings.reservation_ttl,
         managed=True,
         missed_polls=0,
         created_at=at,

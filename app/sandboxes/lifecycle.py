@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import clock
 from app.audit import service as audit
-from app.db import transaction
+from app.db import autocommit, transaction
 from app.identity.actor import Actor
 from app.models import Sandbox
 from app.runtime import Runtime
@@ -60,6 +60,19 @@ async def reload(session: AsyncSession, sandbox_id: str) -> Sandbox:
     sandbox = await repository.get(session, sandbox_id, team_id=None, for_update=True)
     assert sandbox is not None, "sandbox rows are never deleted"
     return sandbox
+
+
+async def note_intent(rt: Runtime, sandbox: Sandbox, intent: str, at: datetime) -> None:
+    """Before a stop, delete or resize is sent: what it asks, for the reconciler to record if
+    this process (or its database) goes before the outcome is written."""
+    async with autocommit(rt.engine) as conn:
+        await repository.note_intent(conn, sandbox.id, state=sandbox.state, intent=intent, at=at)
+
+
+async def drop_intent(rt: Runtime, sandbox_id: str, intent: str) -> None:
+    """The call certainly did not happen."""
+    async with autocommit(rt.engine) as conn:
+        await repository.clear_intent(conn, sandbox_id, intent)
 
 
 async def call_upstream(

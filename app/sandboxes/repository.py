@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Select, and_, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.errors import InvalidCursor
 from app.models import Sandbox, SandboxEvent
@@ -104,4 +104,25 @@ async def mark_fork_removed(session: AsyncSession, sandbox_id: str, at: datetime
         update(Sandbox)
         .where(Sandbox.id == sandbox_id, Sandbox.deleted_at.is_(None))
         .values(deleted_at=at, updated_at=at)
+    )
+
+
+async def note_intent(
+    conn: AsyncConnection, sandbox_id: str, *, state: str, intent: str, at: datetime
+) -> None:
+    """Write, before an upstream call, what it asks (see `Sandbox.pending_intent`); only while
+    the row is still in `state`."""
+    await conn.execute(
+        update(Sandbox)
+        .where(Sandbox.id == sandbox_id, Sandbox.state == state)
+        .values(pending_intent=intent, pending_at=at)
+    )
+
+
+async def clear_intent(conn: AsyncConnection, sandbox_id: str, intent: str) -> None:
+    """The call certainly did not happen: its intent goes (unless another call wrote its own)."""
+    await conn.execute(
+        update(Sandbox)
+        .where(Sandbox.id == sandbox_id, Sandbox.pending_intent == intent)
+        .values(pending_intent=None, pending_at=None)
     )

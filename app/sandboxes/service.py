@@ -6,7 +6,7 @@ delete, events. Phases are described in `lifecycle`, what a transition writes in
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -77,8 +77,7 @@ async def start(
                 SandboxState.STARTING,
                 cause="api",
                 actor=actor.key_id,
-                reservation_expires_at=clock.now()
-                + timedelta(seconds=rt.settings.reservation_ttl_seconds),
+                reservation_expires_at=clock.now() + rt.settings.reservation_ttl,
             )
     if previous == SandboxState.RUNNING:
         return await _start_running(rt, actor, sandbox, action=_audit_action(action))
@@ -194,6 +193,7 @@ async def stop(
     assert upstream_id is not None
     call = rt.upstream.hibernate if verb == "hibernate" else rt.upstream.shutdown
     began = clock.now()
+    await lifecycle.note_intent(rt, sandbox, str(to_state), began)
     _, err = await lifecycle.call_upstream(lambda: call(upstream_id))
     at: datetime | None = None
     if err is not None and maybe_applied(err):
@@ -209,6 +209,7 @@ async def stop(
             )
             raise to_problem(err, sandbox_id=sandbox_id)
     if err is not None and not isinstance(err, UpstreamNotFound):
+        await lifecycle.drop_intent(rt, sandbox_id, str(to_state))
         async with transaction(rt.sessions) as session:
             await audit.record_sandbox(
                 session,
@@ -329,7 +330,10 @@ async def update(
     resized_at: datetime | None = None
     if running and tier is not None and tier != sandbox.tier:
         began = clock.now()
+        await lifecycle.note_intent(rt, sandbox, f"resize:{tier}", began)
         err = await _call_confirmed(lambda: rt.upstream.update_specs(upstream_id, tier))
+        if err is not None and not maybe_applied(err):
+            await lifecycle.drop_intent(rt, sandbox_id, f"resize:{tier}")
         if err is not None and maybe_applied(err):
             # Listed at the new tier, it happened (when asked); anything else changes nothing.
             listed = await lifecycle.find_running(
@@ -391,11 +395,13 @@ async def delete(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outcom
     if sandbox.upstream_id is not None:
         upstream_id = sandbox.upstream_id
         began = clock.now()
+        await lifecycle.note_intent(rt, sandbox, str(SandboxState.DELETED), began)
         _, err = await lifecycle.call_upstream(lambda: rt.upstream.delete(upstream_id))
+        happened = err is None or isinstance(err, UpstreamNotFound)
         if err is not None and maybe_applied(err):
             _, looked = await lifecycle.call_upstream(lambda: rt.upstream.get_sandbox(upstream_id))
             if isinstance(looked, UpstreamNotFound):
-                err, at = None, began
+                happened, at = True, began
             elif looked is not None:  # no answer: the reconciler looks again
                 await _record_uncertain(
                     rt,
@@ -406,7 +412,11 @@ async def delete(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outcom
                     action="sandbox.delete",
                     err=err,
                 )
-        if err is not None and not isinstance(err, UpstreamNotFound):
+                raise to_problem(err, sandbox_id=sandbox_id)
+        if not happened:
+            # Refused, or the sandbox is still there: the delete did not happen.
+            await lifecycle.drop_intent(rt, sandbox_id, str(SandboxState.DELETED))
+            assert err is not None
             raise to_problem(err, sandbox_id=sandbox_id)
     async with transaction(rt.sessions) as session:
         sandbox = await lifecycle.reload(session, sandbox_id)

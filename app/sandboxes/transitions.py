@@ -212,7 +212,7 @@ moved AS (
                                   THEN u.moved_at ELSE s.last_started_at END,
            last_seen_running_at = coalesce(u.seen_at, s.last_seen_running_at),
            upstream_last_active_at = coalesce(u.active_at, s.upstream_last_active_at),
-           missed_polls = 0
+           missed_polls = 0, pending_intent = NULL, pending_at = NULL
       FROM u
      WHERE s.id = u.id AND s.state = u.from_state
        AND (u.if_changed_at IS NULL OR s.state_changed_at = u.if_changed_at)

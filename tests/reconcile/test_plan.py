@@ -10,6 +10,7 @@ from app.upstream.schemas import RunningVM, VMSpecs
 from app.upstream.tiers import tier_of as upstream_tier
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+INTENT_WINDOW = timedelta(seconds=300)
 GRACE = timedelta(seconds=90)
 REFRESH = timedelta(seconds=60)
 
@@ -59,6 +60,7 @@ def plan_for(rows: list[Row], vms: list[RunningVM], *, at: float, previous: floa
         previous_poll_at=s(previous) if previous is not None else None,
         grace=GRACE,
         refresh=REFRESH,
+        intent_window=INTENT_WINDOW,
     )
 
 
@@ -197,3 +199,43 @@ class TestStaleness:
         deleted = row(state="deleted", state_changed_at=s(50))
         assert plan_for([deleted], [vm()], at=100, previous=85).orphans == []
         assert len(plan_for([deleted], [vm()], at=500, previous=485).orphans) == 1
+
+
+class TestPendingIntents:
+    """A stop, delete or resize whose outcome was never recorded left its intent behind."""
+
+    def test_a_stop_asked_and_unrecorded_closes_as_asked_when_asked(self) -> None:
+        stopping = row(
+            missed_polls=1,
+            last_seen_running_at=s(85),
+            pending_intent="shutdown",
+            pending_at=s(90),
+        )
+        [closing] = plan_for([stopping], [], at=115, previous=100).closing
+        assert (closing.to_state, closing.ended_at) == ("shutdown", s(90))
+
+    def test_an_intent_older_than_any_call_is_dropped_and_ignored(self) -> None:
+        stale = row(
+            missed_polls=1,
+            last_seen_running_at=s(85),
+            pending_intent="shutdown",
+            pending_at=s(115 - 301),
+        )
+        plan = plan_for([stale], [], at=115, previous=100)
+        assert [r.id for r in plan.stale_intents] == ["sbx_1"]
+        [closing] = plan.closing
+        assert closing.to_state == "hibernated"  # the upstream's own, estimated
+
+    def test_a_resize_asked_and_unrecorded_splits_when_asked(self) -> None:
+        resizing = row(pending_intent="resize:Small", pending_at=s(50))
+        small = vm(specs={"cpu": 8, "memory": 16, "storage": 20})
+        [resize] = plan_for([resizing], [small], at=100, previous=85).resizing
+        assert (resize.tier, resize.at) == ("Small", s(50))
+        other = row(pending_intent="resize:Micro", pending_at=s(50))
+        [resize] = plan_for([other], [small], at=100, previous=85).resizing
+        assert resize.at == s(100), "another tier than asked: seen now"
+
+    def test_a_stopped_sandbox_whose_delete_was_asked_is_looked_up(self) -> None:
+        deleting = row(state="shutdown", pending_intent="deleted", pending_at=s(90))
+        plan = plan_for([deleting], [], at=100, previous=85)
+        assert [r.id for r in plan.deleting] == ["sbx_1"]
