@@ -12,8 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from itertools import groupby
 
+from sqlalchemy import DateTime, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from app.identity.actor import Actor
 from app.models import PriceBook, UsageInterval
@@ -116,7 +119,40 @@ async def statement(
     )
 
 
+# Each price-book version with the instant the next one takes over (NULL for the last).
+_VERSIONS = select(
+    PriceBook,
+    func.lead(PriceBook.effective_from).over(order_by=PriceBook.effective_from).label("until"),
+).subquery("versions")
+_VERSION = aliased(PriceBook, _VERSIONS)
+_INTERVAL_END = func.greatest(
+    UsageInterval.started_at,
+    func.coalesce(UsageInterval.ended_at, bindparam("at", type_=DateTime(timezone=True))),
+)
+# A sandbox's intervals, each with the versions in force at some instant of it (`<=`: a
+# zero-length interval is priced by the version in force at its start, which may start then;
+# a version starting exactly at an interval's end comes too, and prices nothing). That is the
+# consecutive run of versions `price_interval` needs, in one statement instead of two.
+_ACCRUED = (
+    select(UsageInterval, _VERSION)
+    .join(
+        _VERSION,
+        and_(
+            _VERSION.effective_from <= _INTERVAL_END,
+            or_(_VERSIONS.c.until.is_(None), _VERSIONS.c.until > UsageInterval.started_at),
+        ),
+    )
+    .where(UsageInterval.sandbox_id == bindparam("sandbox_id"))
+    .order_by(UsageInterval.started_at, UsageInterval.id, _VERSION.effective_from)
+)
+
+
 async def accrued(session: AsyncSession, sandbox_id: str, at: datetime) -> amounts.Measure:
-    """Everything the sandbox has cost so far, exact (for the sandbox's own view)."""
-    priced = await priced_intervals(session, sandbox_id, at)
-    return sum((p.measure for p in priced), amounts.ZERO)
+    """Everything the sandbox has cost so far, exact (for the sandbox's own view): the same sum
+    as its statement's total, from the same `price_interval`."""
+    rows = await session.execute(_ACCRUED, {"sandbox_id": sandbox_id, "at": at})
+    total = amounts.ZERO
+    for interval, pairs in groupby(rows, key=lambda row: row[0]):
+        for line in price_interval(interval, [version for _, version in pairs], at):
+            total = total + line.measure
+    return total
