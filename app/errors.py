@@ -43,6 +43,7 @@ that several domains raise are defined here; one domain's own live in its module
     └── KeyNotFound              not-found               app.identity.errors
     Conflict
     ├── InvalidState             invalid-state           the sandbox's state forbids the verb now
+    ├── SandboxBusy              sandbox-busy            another call on the sandbox is in flight
     ├── IdempotencyInFlight      idempotency-in-flight   app.idempotency
     └── ReconcileBusy            reconcile-busy          app.reconcile.runs
     Unprocessable
@@ -139,6 +140,20 @@ class InvalidState(Conflict):
         super().__init__(
             f"Sandbox {sandbox_id!r} is {state}; it cannot {cannot} now.",
             extra={"state": state},
+        )
+
+
+class SandboxBusy(Conflict):
+    """Calls on one sandbox run one at a time: two stops (or a stop and a resize) racing
+    upstream would leave Corral to guess which one the upstream applied last."""
+
+    kind = "sandbox-busy"
+
+    def __init__(self, sandbox_id: str) -> None:
+        super().__init__(
+            f"Sandbox {sandbox_id!r} has another call in flight (or it just changed); retry "
+            "once it settles.",
+            headers={"Retry-After": "1"},
         )
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import clock
 from app.audit import service as audit
 from app.db import autocommit, transaction
+from app.errors import SandboxBusy
 from app.identity.actor import Actor
 from app.models import Sandbox
 from app.runtime import Runtime
@@ -64,9 +65,16 @@ async def reload(session: AsyncSession, sandbox_id: str) -> Sandbox:
 
 async def note_intent(rt: Runtime, sandbox: Sandbox, intent: str, at: datetime) -> None:
     """Before a stop, delete or resize is sent: what it asks, for the reconciler to record if
-    this process (or its database) goes before the outcome is written."""
+    this process (or its database) goes before the outcome is written. It also makes these
+    calls on one sandbox take turns: while another one's intent is younger than a call can
+    last (the upstream deadline), this one is refused (409)."""
+    busy_after = at - timedelta(seconds=rt.settings.upstream_deadline_seconds + 5)
     async with autocommit(rt.engine) as conn:
-        await repository.note_intent(conn, sandbox.id, state=sandbox.state, intent=intent, at=at)
+        claimed = await repository.note_intent(
+            conn, sandbox.id, state=sandbox.state, intent=intent, at=at, busy_after=busy_after
+        )
+    if not claimed:
+        raise SandboxBusy(sandbox.id)
 
 
 async def drop_intent(rt: Runtime, sandbox_id: str, intent: str) -> None:

@@ -108,15 +108,28 @@ async def mark_fork_removed(session: AsyncSession, sandbox_id: str, at: datetime
 
 
 async def note_intent(
-    conn: AsyncConnection, sandbox_id: str, *, state: str, intent: str, at: datetime
-) -> None:
-    """Write, before an upstream call, what it asks (see `Sandbox.pending_intent`); only while
-    the row is still in `state`."""
-    await conn.execute(
+    conn: AsyncConnection,
+    sandbox_id: str,
+    *,
+    state: str,
+    intent: str,
+    at: datetime,
+    busy_after: datetime,
+) -> bool:
+    """Write, before an upstream call, what it asks (see `Sandbox.pending_intent`): only while
+    the row is still in `state` and no other call's intent newer than `busy_after` is there.
+    False when another call holds the sandbox (or the row moved on)."""
+    result = await conn.execute(
         update(Sandbox)
-        .where(Sandbox.id == sandbox_id, Sandbox.state == state)
+        .where(
+            Sandbox.id == sandbox_id,
+            Sandbox.state == state,
+            or_(Sandbox.pending_at.is_(None), Sandbox.pending_at <= busy_after),
+        )
         .values(pending_intent=intent, pending_at=at)
+        .returning(Sandbox.id)
     )
+    return result.first() is not None
 
 
 async def clear_intent(conn: AsyncConnection, sandbox_id: str, intent: str) -> None:

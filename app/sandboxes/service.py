@@ -115,6 +115,8 @@ async def _start_running(
     had stopped on its own (RESUME/CLEAN), in which case the ledger is corrected."""
     upstream_id = sandbox.upstream_id
     assert upstream_id is not None
+    # No turn is taken here: many people's sessions on one sandbox each start it; a stop that
+    # races this start is settled below by the boot type the upstream answers.
     started, err = await lifecycle.call_upstream(
         lambda: rt.upstream.start(upstream_id, lifecycle.start_options(sandbox))
     )
@@ -196,6 +198,8 @@ async def stop(
     await lifecycle.note_intent(rt, sandbox, str(to_state), began)
     _, err = await lifecycle.call_upstream(lambda: call(upstream_id))
     at: datetime | None = None
+    if isinstance(err, UpstreamNotFound) and err.earlier_maybe_applied:
+        err, at = None, began  # not running after our own attempt that may have stopped it
     if err is not None and maybe_applied(err):
         _, again = await lifecycle.call_upstream(lambda: call(upstream_id))
         if again is None:

@@ -73,7 +73,12 @@ class UpstreamError(Exception):
 
 
 class UpstreamRejected(UpstreamError):
-    """The upstream answered with a 4xx: repeating the same request will not help."""
+    """The upstream answered with a 4xx: repeating the same request will not help.
+
+    ``earlier_maybe_applied``: the refusal answered a retry, and an earlier attempt of the same
+    call may have acted (a stop retried after a lost answer meets a 404: the VM it stopped)."""
+
+    earlier_maybe_applied: bool = False
 
 
 class UpstreamBadRequest(UpstreamRejected):

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import aiohttp
 import httpx
 
-from app.upstream.errors import UpstreamTimeout, UpstreamUnavailable
+from app.upstream.errors import UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
 from app.upstream.ratelimit import RateLimits, parse_rate_limits
 from app.upstream.responses import Parse, error_for_response
 
@@ -94,6 +94,11 @@ class Requester:
                 if not response.is_success:
                     raise error_for_response(operation, response, rate_limits)
                 return parse(operation, response, rate_limits)
+            except UpstreamRejected as exc:
+                # A refusal of a retry (a 404 for a stop, say) may only mean that an earlier
+                # attempt did the work: the caller is told so.
+                exc.earlier_maybe_applied = maybe_applied
+                raise
             except UpstreamUnavailable as exc:
                 # If any attempt may have acted, the call as a whole may have: an earlier read
                 # timeout is not undone by a later 503.

@@ -8,10 +8,12 @@ from typing import Any
 
 import httpx
 
+from app.clock import now
 from app.db import transaction
 from app.models import Sandbox
 from app.reconcile.service import reconcile_once
 from app.runtime import Runtime
+from app.sandboxes import lifecycle
 from tests.fixtures import factories
 from tests.sandboxes.test_lifecycle import events, intervals, vms
 
@@ -117,6 +119,26 @@ class TestStop:
         assert response.json()["state"] == "hibernated"
         assert (await vms(sim))[created["upstream_id"]]["state"] == "hibernated"
         assert all(i.ended_at is not None for i in await intervals(runtime, created["id"]))
+        # Recorded as this call's work (the retry's 404 is the VM it had stopped), not as the
+        # upstream's own.
+        assert (await row(runtime, created["id"])).last_cause == "api"
+
+    async def test_stops_on_one_sandbox_take_turns(
+        self, client: httpx.AsyncClient, sim: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers)
+        # A shutdown in flight (its intent written, its answer not yet back).
+        await lifecycle.note_intent(runtime, await row(runtime, created["id"]), "shutdown", now())
+        busy = await client.post(f"/v1/sandboxes/{created['id']}/hibernate", headers=headers)
+        assert busy.status_code == 409, busy.text
+        assert busy.json()["type"].endswith("/sandbox-busy")
+        assert busy.headers["retry-after"] == "1"
+        assert (await vms(sim))[created["upstream_id"]]["state"] == "running", "nothing sent"
+        await lifecycle.drop_intent(runtime, created["id"], "shutdown")
+        done = await client.post(f"/v1/sandboxes/{created['id']}/hibernate", headers=headers)
+        assert done.status_code == 200, done.text
+        assert (await row(runtime, created["id"])).pending_intent is None
 
     async def test_an_unconfirmed_stop_leaves_the_interval_open_until_the_upstream_tells(
         self, client: httpx.AsyncClient, sim: httpx.AsyncClient, runtime: Runtime
