@@ -55,20 +55,7 @@ def build_upstream(
     settings: Settings, observer: Observer | None = None
 ) -> tuple[UpstreamClient, object | None]:
     """The upstream client, and the in-process simulator app when simulating."""
-    if settings.upstream_mode == "simulator" and settings.upstream_url:
-        # A standalone simulator (`corral simulator`): the client speaks to it like the
-        # upstream; Corral's clock follows it through `app.operations.clock`.
-        if settings.upstream_key is None:
-            raise StartupError("CORRAL_UPSTREAM_URL of a simulator needs CORRAL_UPSTREAM_KEY.")
-        client = UpstreamClient(
-            settings.upstream_base_url,
-            settings.upstream_key.get_secret_value(),
-            timeout=settings.upstream_timeout_seconds,
-            deadline=settings.upstream_deadline_seconds,
-            observer=observer,
-        )
-        return client, None
-    if settings.upstream_mode == "simulator":
+    if settings.upstream_mode == "simulator" and not settings.upstream_url:
         from app.upstream.simulator import create_simulator_app
 
         key = secrets.token_urlsafe(24)
@@ -85,9 +72,11 @@ def build_upstream(
             ),
             simulator,
         )
+    # The real upstream, or a standalone simulator (`corral simulator`) spoken to like it, whose
+    # clock Corral's follows (`app.operations.clock`).
     if settings.upstream_key is None:
         raise StartupError(
-            "CORRAL_UPSTREAM=codesandbox needs CORRAL_UPSTREAM_KEY (or CSB_API_KEY)."
+            f"CORRAL_UPSTREAM={settings.upstream_mode} needs CORRAL_UPSTREAM_KEY (or CSB_API_KEY)."
         )
     client = UpstreamClient(
         settings.upstream_base_url,

@@ -126,24 +126,16 @@ async def _start_running(
     detail = {"bootup_type": started.bootup_type}
     async with transaction(rt.sessions) as session:
         row = await lifecycle.reload(session, sandbox.id)
-        if started.bootup_type != "RUNNING" and row.state in STOPPED:
-            # A stop settled while this start was in flight, and this start booted the VM
-            # again: it runs now.
-            await transitions.move(
-                session,
-                row,
-                SandboxState.RUNNING,
-                cause="api",
-                actor=actor.key_id,
-                detail=detail,
-                audit=Audit(action, detail),
-            )
-        elif started.bootup_type != "RUNNING" and row.state == SandboxState.RUNNING:
-            # It had stopped upstream unseen: close the stale interval, open a fresh one.
-            at = clock.now()
+        booted = started.bootup_type != "RUNNING"
+        at = clock.now()
+        if booted and row.state == SandboxState.RUNNING:
+            # It had stopped upstream unseen: close the stale interval first.
             await transitions.move(
                 session, row, SandboxState.HIBERNATED, cause="upstream", actor=None, at=at
             )
+        if booted and row.state in STOPPED:
+            # Stopped (unseen, or by a stop that settled while this start was in flight), and
+            # booted again by this start: it runs from now.
             await transitions.move(
                 session,
                 row,
