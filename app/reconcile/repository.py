@@ -182,15 +182,18 @@ async def start_run(session: AsyncSession, replica: str, started_at: datetime) -
     return run.id
 
 
-async def previous_poll_at(session: AsyncSession, run_id: int) -> datetime | None:
-    """When the last successful period before this one polled."""
-    result: datetime | None = await session.scalar(
-        select(ReconcileRun.started_at)
-        .where(ReconcileRun.outcome == "ok", ReconcileRun.id < run_id)
-        .order_by(ReconcileRun.id.desc())
-        .limit(1)
-    )
+async def previous_poll_at(session: AsyncSession, run_id: int | None = None) -> datetime | None:
+    """When the last successful period (before `run_id`, when given) polled."""
+    query = select(ReconcileRun.started_at).where(ReconcileRun.outcome == "ok")
+    if run_id is not None:
+        query = query.where(ReconcileRun.id < run_id)
+    result: datetime | None = await session.scalar(query.order_by(ReconcileRun.id.desc()).limit(1))
     return result
+
+
+def row_of(sandbox: Sandbox) -> Row:
+    """A loaded sandbox as the reconciler's plan sees it."""
+    return Row(*(getattr(sandbox, column.key) for column in _ROW_COLUMNS))
 
 
 async def finish_run(session: AsyncSession, run_id: int, **values: Any) -> None:

@@ -133,6 +133,9 @@ async def start_reserved(
     keeps its slot until the reconciler knows."""
     sandbox_id = reserved.id
     options = start_options(reserved)
+    # A move is dated when its call was sent, which is when the upstream acts on it: the
+    # ledger's start and end then carry the same offset from the upstream's own.
+    began = clock.now()
     started, err = await call_upstream(lambda: rt.upstream.start(upstream_id, options))
     if started is not None:
         detail = {"bootup_type": started.bootup_type}
@@ -143,7 +146,7 @@ async def start_reserved(
                 from_state=SandboxState.STARTING,
                 to_state=SandboxState.RUNNING,
                 tier=reserved.tier,
-                at=clock.now(),
+                at=began,
                 cause="api",
                 actor=actor.key_id,
                 detail=detail,
@@ -194,6 +197,7 @@ async def start_reserved(
                     SandboxState.RUNNING,
                     cause="api",
                     actor=actor.key_id,
+                    at=max(began, sandbox.state_changed_at),
                     detail=detail,
                     audit=Audit(action, detail),
                     upstream_id=upstream_id,

@@ -17,6 +17,8 @@ from app.db import transaction
 from app.errors import Conflict, InvalidState
 from app.identity.actor import Actor
 from app.models import Sandbox
+from app.reconcile import plan
+from app.reconcile import repository as reconcile_repository
 from app.runtime import Runtime
 from app.sandboxes import access, lifecycle, repository, transitions
 from app.sandboxes.schemas import Accrued, SandboxPatch
@@ -117,6 +119,7 @@ async def _start_running(
     assert upstream_id is not None
     # No turn is taken here: many people's sessions on one sandbox each start it; a stop that
     # races this start is settled below by the boot type the upstream answers.
+    began = clock.now()
     started, err = await lifecycle.call_upstream(
         lambda: rt.upstream.start(upstream_id, lifecycle.start_options(sandbox))
     )
@@ -127,7 +130,7 @@ async def _start_running(
     async with transaction(rt.sessions) as session:
         row = await lifecycle.reload(session, sandbox.id)
         booted = started.bootup_type != "RUNNING"
-        at = clock.now()
+        at = max(began, row.state_changed_at)
         if booted and row.state == SandboxState.RUNNING:
             # It had stopped upstream unseen: close the stale interval first.
             await transitions.move(
@@ -217,18 +220,24 @@ async def stop(
                 detail={"upstream_status": err.status},
             )
         raise to_problem(err, sandbox_id=sandbox_id)
-    # Done, or found already done upstream: the upstream's own move, asked for by the caller.
+    # Done, or found already done upstream: then it was the upstream's own move, an
+    # auto-hibernation, at the time the reconciler would infer (DESIGN §5).
     already_stopped = isinstance(err, UpstreamNotFound)
     asked = Audit(f"sandbox.{verb}", actor=actor.key_id, cause=cause)
+    detail: dict[str, Any] = {}
+    if already_stopped:
+        at = await _stopped_unseen_at(rt, sandbox, began)
+        to_state = SandboxState.HIBERNATED
+        detail = {"upstream": "not running", "estimated_end": at.isoformat()}
     change = Move(
         sandbox_id=sandbox_id,
         from_state=SandboxState(sandbox.state),
         to_state=to_state,
         tier=sandbox.tier,
-        at=at or clock.now(),
+        at=at or began,
         cause="upstream" if already_stopped else cause,
         actor=None if already_stopped else actor.key_id,
-        detail={"upstream": "not running"} if already_stopped else {},
+        detail=detail,
         audit=asked,
     )
     settled = await transitions.settle(rt.engine, change)
@@ -257,6 +266,19 @@ async def stop(
                 session, row, actor=actor.key_id, action=asked.action, cause=cause
             )
     return lifecycle.Outcome(row)
+
+
+async def _stopped_unseen_at(rt: Runtime, sandbox: Sandbox, seen_stopped_at: datetime) -> datetime:
+    """When a VM that the upstream says is not running stopped on its own: its last activity
+    plus its hibernation timeout, between its last sighting running and now."""
+    async with transaction(rt.sessions) as session:
+        previous = await reconcile_repository.previous_poll_at(session)
+    return plan.estimate_end(
+        last_active_at=sandbox.upstream_last_active_at,
+        hibernation_timeout_seconds=sandbox.hibernation_timeout_seconds,
+        seen_running_at=plan.last_sighting(reconcile_repository.row_of(sandbox), previous),
+        seen_stopped_at=seen_stopped_at,
+    )
 
 
 async def _record_uncertain(
@@ -336,7 +358,8 @@ async def update(
                 rt, upstream_id, since=sandbox.last_started_at or sandbox.state_changed_at
             )
             if listed is not None and tier_of(listed) == tier:
-                err, resized_at = None, began
+                err = None
+        resized_at = began
         if err is not None:
             raise to_problem(err, sandbox_id=sandbox_id)
     if running and timeout is not None:
@@ -387,17 +410,17 @@ async def delete(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outcom
             raise InvalidState(sandbox_id, sandbox.state, cannot="be deleted")
     if sandbox.state in STOPPABLE:
         sandbox = (await stop(rt, actor, sandbox_id, to_state=SandboxState.SHUTDOWN)).sandbox
-    at: datetime | None = None
+    at = clock.now()
     if sandbox.upstream_id is not None:
         upstream_id = sandbox.upstream_id
-        began = clock.now()
+        began = at
         await lifecycle.note_intent(rt, sandbox, str(SandboxState.DELETED), began)
         _, err = await lifecycle.call_upstream(lambda: rt.upstream.delete(upstream_id))
         happened = err is None or isinstance(err, UpstreamNotFound)
         if err is not None and maybe_applied(err):
             _, looked = await lifecycle.call_upstream(lambda: rt.upstream.get_sandbox(upstream_id))
             if isinstance(looked, UpstreamNotFound):
-                happened, at = True, began
+                happened = True
             elif looked is not None:  # no answer: the reconciler looks again
                 await _record_uncertain(
                     rt,

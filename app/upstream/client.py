@@ -8,8 +8,9 @@ Invariants:
   httpx or aiohttp exception.
 - The calls travel over aiohttp's connection pool (`httpx_aiohttp`), under httpx's API: httpx
   still builds requests, reads ``HTTP(S)_PROXY``/``NO_PROXY`` and picks a proxy per URL, and
-  aiohttp carries each call, through that proxy or not. aiohttp resends an idempotent request
-  (GET, PUT, DELETE) once when a kept-alive connection dies under it, as RFC 9112 allows.
+  aiohttp carries each call, through that proxy or not. aiohttp itself resends a GET, PUT or
+  DELETE once when the connection drops before the answer (RFC 9112 §9.3.1 allows it for
+  idempotent methods); a POST it never resends.
 - Only ``start``, ``hibernate`` and ``shutdown`` are retried, because only they are idempotent;
   a retried fork would create a second sandbox. Retries happen on `UpstreamUnavailable` only,
   with exponential backoff and full jitter, and never past the call's overall deadline.

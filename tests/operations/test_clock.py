@@ -131,3 +131,21 @@ async def test_an_advance_through_one_replica_is_seen_by_the_next_request_to_ano
         again = await b.post(ADVANCE, json={"seconds": 86400}, headers=factories.ADMIN)
         assert again.json()["replicas"] == 2
         assert at(again.json()["now"]) - simulated_now >= timedelta(days=1)
+
+
+async def test_a_stop_of_a_vm_that_hibernated_on_its_own_records_when_it_did(
+    client: httpx.AsyncClient, sim: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """The upstream answers 404 (not running): it hibernated itself, so the record says so, and
+    the interval ends at its last activity plus its timeout, not when Corral asked."""
+    headers = await factories.team_with_key(client)
+    created = await factories.sandbox(client, headers, hibernation_timeout_seconds=300)
+    await reconcile(runtime)  # seen running, with its last activity
+    await client.post(ADVANCE, json={"seconds": 86400}, headers=factories.ADMIN)
+    response = await client.post(f"/v1/sandboxes/{created['id']}/shutdown", headers=headers)
+    assert response.status_code == 200, response.text
+    assert (response.json()["state"], response.json()["last_cause"]) == ("hibernated", "upstream")
+    [stretch] = (await vm(sim, created["upstream_id"]))["ledger"]["stretches"]
+    [interval] = await intervals(runtime, created["id"])
+    assert interval.ended_at is not None
+    assert abs(interval.ended_at - at(stretch["ended_at"])) < timedelta(seconds=1)
