@@ -9,7 +9,7 @@ from app.runtime import Runtime
 from app.usage import budget
 from tests.fixtures import factories
 from tests.fixtures.budget import spend
-from tests.operations.conftest import scrape, value
+from tests.fixtures.metrics import scrape, value
 
 
 def hibernations(team: str) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import httpx
@@ -19,7 +20,13 @@ from app.models import OrgPlan, Sandbox
 from app.runtime import Runtime
 from app.settings import Settings
 from tests.fixtures import factories
-from tests.operations.conftest import Samples, parse, scrape, value
+from tests.fixtures.metrics import Samples, observed, parse, scrape, value
+
+
+@pytest.fixture
+async def runtime(runtime: Runtime) -> AsyncIterator[Runtime]:
+    async for wired in observed(runtime):
+        yield wired
 
 
 def counter(name: str, **labels: str) -> float:
