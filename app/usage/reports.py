@@ -8,7 +8,8 @@ Rules (the billing rule itself is in `amounts`):
   passes (`Settings.budget_timezone`);
 - a group appears when some part of its usage of positive length lies in the window;
 - JSON rows and CSV rows carry the same figures (CSV is the same query, streamed, without the
-  total), so a CSV parsed back equals the JSON report's rows.
+  total), so a CSV parsed back equals the JSON report's rows, except that a text cell which a
+  spreadsheet would run as a formula is exported as text (`csv_cell`, DESIGN §15).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import io
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -33,6 +35,8 @@ MAX_WINDOW = timedelta(days=400)
 # A JSON report holds all its rows in memory; larger results are for the streamed CSV.
 MAX_JSON_ROWS = 50_000
 FIGURES = ("seconds", "billed_minutes", "credits", "usd")
+# What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -166,10 +170,24 @@ def csv_header(keys: Sequence[str]) -> list[str]:
     return [*keys, *FIGURES]
 
 
+def csv_cell(value: Any) -> Any:
+    """A value as the CSV writes it: numbers stay numbers; text (owners, team names, any
+    string a client chose) that starts like a formula gets a leading single quote, so a
+    spreadsheet shows it instead of running it (OWASP's CSV-injection guidance)."""
+    if value is None:
+        return ""
+    if isinstance(value, int | Decimal | float):
+        return value
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def _csv_text(rows: Iterable[Sequence[Any]]) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerows(["" if v is None else str(v) for v in row] for row in rows)
+    # Every text cell is quoted (and its quotes doubled), as the same guidance asks; the
+    # figures are numbers, never client input, and stay bare.
+    writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_NONNUMERIC)
+    writer.writerows([csv_cell(v) for v in row] for row in rows)
     return buffer.getvalue()
 
 
