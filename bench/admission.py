@@ -118,7 +118,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         corral = corrals[0]
         # The load generator uses the transport Corral uses upstream (aiohttp), the cheapest in
         # CPU, so that it takes as little of the machine from the processes measured as it can.
-        limits = httpx.Limits(max_connections=args.concurrency * 2)
+        # Idle connections are dropped after 1 s, well before uvicorn closes them (5 s): a POST
+        # sent on a connection the server is closing fails, and aiohttp does not resend it.
+        limits = httpx.Limits(max_connections=args.concurrency * 2, keepalive_expiry=1.0)
         async with HttpxAiohttpClient(timeout=120, limits=limits, trust_env=False) as http:
             sim_headers = {"Authorization": f"Bearer {SIM_KEY}"}
             await http.put(

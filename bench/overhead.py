@@ -118,7 +118,9 @@ async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
             log_level=args.log_level,
         ) as corral_process,
     ):
-        limits = httpx.Limits(max_connections=4)
+        # Idle connections go after 1 s, before uvicorn closes them (5 s): a POST sent on a
+        # connection the server is closing fails, and aiohttp does not resend it.
+        limits = httpx.Limits(max_connections=4, keepalive_expiry=1.0)
         async with HttpxAiohttpClient(timeout=30, limits=limits, trust_env=False) as http:
             sim, crl = simulator.url, corral_process.url
             expect(
