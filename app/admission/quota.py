@@ -21,10 +21,11 @@ from app.admission.schemas import (
     TeamUsage,
 )
 from app.audit import service as audit
-from app.errors import SandboxNotFound, TeamRequired, Unprocessable, WrongTeam
+from app.errors import OwnerMismatch, SandboxNotFound, TeamRequired, Unprocessable, WrongTeam
 from app.identity import service as identity_service
 from app.identity.actor import Actor
 from app.models import OrgPlan
+from app.sandboxes import access
 from app.sandboxes.states import SandboxState
 from app.usage import budget
 
@@ -50,13 +51,17 @@ async def check(
 ) -> QuotaAllowed:
     team_id = _team_of(actor, body.team)
     team = await identity_service.get_team(session, team_id)
+    # As the create itself answers: a bound key acts for its own owner only.
+    if actor.owner is not None and body.owner not in (None, actor.owner):
+        raise OwnerMismatch()
     owner = actor.owner or body.owner
     tier: str = body.tier or default_tier
     if body.action == "start":
         if body.sandbox_id is None:
             raise Unprocessable("A start check names its sandbox_id.", kind="sandbox-required")
         sandbox = await repository.team_sandbox(session, team_id, body.sandbox_id)
-        if sandbox is None:
+        # The rule of every route: an owner-bound caller sees its owner's sandboxes only.
+        if sandbox is None or not access.may_see(actor, sandbox):
             raise SandboxNotFound(body.sandbox_id)
         owner, tier = sandbox.owner, sandbox.tier
     refusal = await service.decide(
