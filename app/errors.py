@@ -45,7 +45,9 @@ that several domains raise are defined here; one domain's own live in its module
     ├── InvalidState             invalid-state           the sandbox's state forbids the verb now
     ├── SandboxBusy              sandbox-busy            another call on the sandbox is in flight
     ├── IdempotencyInFlight      idempotency-in-flight   app.idempotency
-    └── ReconcileBusy            reconcile-busy          app.reconcile.runs
+    ├── ReconcileBusy            reconcile-busy          app.reconcile.runs
+    └── ReservedTeam             reserved-team           app.identity.errors (no key for
+                                                         `unassigned`)
     Unprocessable
     ├── TeamRequired             team-required           an admin key did not name the team
     ├── UnknownScope             unknown-scope           app.identity.errors

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from app.errors import NotFound, Unprocessable
+from app.errors import Conflict, NotFound, Unprocessable
 
 
 class KeyNotFound(NotFound):
@@ -27,3 +27,16 @@ class AdminScopeOnTeamKey(UnknownScope):
 
     def __init__(self) -> None:
         Unprocessable.__init__(self, "Team keys cannot hold the admin scope.")
+
+
+class ReservedTeam(Conflict):
+    """The team `unassigned` holds the VMs the reconciler adopts (DESIGN §15): a key for it
+    would let a caller drive sandboxes that no team owns."""
+
+    kind = "reserved-team"
+
+    def __init__(self, team_id: str) -> None:
+        super().__init__(
+            f"Team {team_id!r} holds adopted VMs only; no key can be issued for it.",
+            extra={"team": team_id},
+        )

@@ -1,6 +1,7 @@
 """Teams and API keys.
 
-Invariants: a team id is a slug; a key belongs to one team (or is an admin key with no team);
+Invariants: a team id is a slug; a key belongs to one team (or is an admin key with no team),
+never to `unassigned` (the reconciler's team of adopted VMs, seeded by the migrations);
 a key's secret exists only in the creation answer, the database keeps its SHA-256; a revoked or
 expired key authenticates nothing from the next request on (no cache holds keys).
 """
@@ -19,12 +20,14 @@ from app import clock
 from app.errors import BearerRejected, Conflict, TeamNotFound, Unprocessable
 from app.identity import keys, repository
 from app.identity.actor import Actor
-from app.identity.errors import AdminScopeOnTeamKey, KeyNotFound, UnknownScope
+from app.identity.errors import AdminScopeOnTeamKey, KeyNotFound, ReservedTeam, UnknownScope
 from app.models import ApiKey, Team
 
 # last_used_at is a hint, not a log: write it at most this often per key.
 _LAST_USED_RESOLUTION = timedelta(seconds=60)
 ENV_ADMIN_KEY_ID = "env-admin"
+# Where the reconciler records VMs that run upstream without a row (app.reconcile.unmanaged).
+UNASSIGNED_TEAM = "unassigned"
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ async def issue_key(
     is_admin: bool = False,
     rotated_from: str | None = None,
 ) -> IssuedKey:
+    if team_id == UNASSIGNED_TEAM:
+        raise ReservedTeam(team_id)
     unknown = set(scopes) - keys.SCOPES
     if unknown:
         raise UnknownScope(unknown)
