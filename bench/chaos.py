@@ -967,6 +967,8 @@ async def report(
             sandbox = next(s for s in sandboxes if (s["upstream_id"] or f"none:{s['id']}") == key)
             minute_mismatches.append((sandbox, None, minutes, 0))
 
+    # The worst first: the evidence shown is for the largest differences.
+    minute_mismatches.sort(key=lambda m: -abs(m[2] - m[3]))
     error_pct = (
         float((corral_credits - upstream_credits) / upstream_credits * 100)
         if upstream_credits

@@ -29,6 +29,9 @@ from app import clock
 from app.db import transaction
 from app.deps import AdminActor, RuntimeDep
 from app.errors import NotFound, ServiceUnavailable
+from app.reconcile.leader import PeriodBusy
+from app.reconcile.plan import MISSES_TO_CLOSE
+from app.reconcile.service import reconcile_once
 from app.runtime import Runtime
 from app.upstream.simulator.remote import SimulatorClock, SimulatorUnreachable
 
@@ -72,6 +75,10 @@ async def advance_clock(body: ClockAdvance, actor: AdminActor, rt: RuntimeDep) -
 
 async def advance(rt: Runtime, seconds: float) -> ClockOut:
     control = simulator_clock(rt)
+    if rt.settings.reconcile_enabled:
+        # What runs now (a VM woken since the last poll, say) is seen before the jump, so its
+        # stretch is on the books when the jump hibernates it.
+        await _reconcile(rt, 1)
     try:
         moved = await control.advance(seconds)
     except SimulatorUnreachable as exc:
@@ -84,12 +91,25 @@ async def advance(rt: Runtime, seconds: float) -> ClockOut:
         generation = await publish(rt, offset)
         clock.CLOCK.set_offset(offset)
         replicas = await wait_for_replicas(rt, generation)
+    if rt.settings.reconcile_enabled:
+        # A jump of hours lands between two polls: what the upstream did in it (VMs that
+        # hibernated themselves) is observed before anything else can happen to them, with
+        # the two consecutive misses that close an interval.
+        await _reconcile(rt, MISSES_TO_CLOSE)
     return ClockOut(
         now=clock.now(),
         offset_seconds=clock.CLOCK.offset.total_seconds(),
         replicas=replicas,
         hibernated=list(moved.hibernated),
     )
+
+
+async def _reconcile(rt: Runtime, periods: int) -> None:
+    for _ in range(periods):
+        try:
+            await reconcile_once(rt, wait_seconds=WAIT_SECONDS)
+        except PeriodBusy as exc:
+            raise ServiceUnavailable("A reconcile period is still running.") from exc
 
 
 async def publish(rt: Runtime, offset: timedelta) -> int:

@@ -74,6 +74,17 @@ class Waking:
 
 
 @dataclass(frozen=True)
+class Restart:
+    """A running row whose VM is listed in a session begun well after Corral's start: it
+    stopped (hibernated itself) and started again unseen."""
+
+    row: Row
+    vm: RunningVM
+    ended_at: datetime
+    started_at: datetime
+
+
+@dataclass(frozen=True)
 class Resize:
     row: Row
     vm: RunningVM
@@ -97,6 +108,7 @@ class Plan:
     closing: list[Closing] = field(default_factory=list)
     waking: list[Waking] = field(default_factory=list)
     resizing: list[Resize] = field(default_factory=list)
+    restarted: list[Restart] = field(default_factory=list)
     unknown_vms: list[RunningVM] = field(default_factory=list)
     unresolved: list[Row] = field(default_factory=list)
     # `starting` rows still within their reservation whose fork has not answered yet: a VM
@@ -258,6 +270,19 @@ def _classify_running(
     intent: str | None,
 ) -> None:
     if vm is not None:
+        session = vm.session_started_at
+        started = row.last_started_at or row.state_changed_at
+        if session is not None and session > started + grace:
+            # Only a new session begins after Corral's start: a stale listing shows an older
+            # one. The stretch in between is the upstream's auto-hibernation, estimated.
+            ended = estimate_end(
+                last_active_at=row.upstream_last_active_at,
+                hibernation_timeout_seconds=row.hibernation_timeout_seconds,
+                seen_running_at=last_sighting(row, previous_poll_at),
+                seen_stopped_at=min(session, poll_at),
+            )
+            plan.restarted.append(Restart(row, vm, ended, clamp(session, ended, poll_at)))
+            return
         if row.missed_polls:
             plan.resets.append((row, vm))
         elif _needs_sighting(row, vm, poll_at, refresh):

@@ -4,6 +4,9 @@ at a time:
     stopped_upstream   running here, gone upstream twice → hibernated at the estimated end
     woken_upstream     running upstream, stopped here → running from the session's start
     tier_changed       running both sides at different tiers → the interval is split
+    restarted_upstream running both sides, but in a session begun after Corral's start → the
+                       old interval ends at the estimated auto-hibernation, a new one opens at
+                       the session's start
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.reconcile import repository
 from app.reconcile.period import ACTOR, Finding, Period, iso, record
-from app.reconcile.plan import Closing, Resize, Waking
+from app.reconcile.plan import Closing, Resize, Restart, Waking
 from app.sandboxes import transitions
 from app.sandboxes.states import SandboxState
 from app.sandboxes.transitions import Move
@@ -135,3 +138,61 @@ async def resize(period: Period, session: AsyncSession, batch: Sequence[Resize])
         ],
     )
     return await record(session, period, (findings[row["id"]] for row in moved))
+
+
+async def restart(period: Period, session: AsyncSession, batch: Sequence[Restart]) -> Counter[str]:
+    """restarted_upstream: two moves, stopped at the estimate and running from the session."""
+    claimed = await repository.claim(session, (r.row for r in batch))
+    todo = [r for r in batch if r.row.id in claimed]
+    findings = {
+        r.row.id: Finding(
+            kind="restarted_upstream",
+            action="split",
+            sandbox_id=r.row.id,
+            upstream_id=r.row.upstream_id,
+            detail={
+                "ended_at": r.ended_at.isoformat(),
+                "session_started_at": iso(r.vm.session_started_at),
+            },
+        )
+        for r in todo
+    }
+    stopped = await transitions.apply(
+        session,
+        [
+            Move(
+                sandbox_id=r.row.id,
+                from_state=SandboxState.RUNNING,
+                to_state=SandboxState.HIBERNATED,
+                tier=r.row.tier,
+                at=r.ended_at,
+                cause="upstream",
+                actor=ACTOR,
+                detail=findings[r.row.id].detail,
+                if_changed_at=r.row.state_changed_at,
+            )
+            for r in todo
+        ],
+    )
+    moved = {row["id"] for row in stopped}
+    started = await transitions.apply(
+        session,
+        [
+            Move(
+                sandbox_id=r.row.id,
+                from_state=SandboxState.HIBERNATED,
+                to_state=SandboxState.RUNNING,
+                tier=tier_of(r.vm) or r.row.tier,
+                at=r.started_at,
+                cause="upstream",
+                actor=ACTOR,
+                detail=findings[r.row.id].detail,
+                audit=findings[r.row.id].audit("sandbox.start"),
+                seen_running_at=period.poll_at,
+                upstream_last_active_at=r.vm.last_active_at,
+            )
+            for r in todo
+            if r.row.id in moved
+        ],
+    )
+    return await record(session, period, (findings[row["id"]] for row in started))

@@ -196,6 +196,7 @@ async def _repair(
         batched(period, plan.closing, polled.close, key=lambda c: c.row.id),
         batched(period, plan.waking, polled.wake, key=lambda w: w.row.id),
         batched(period, plan.resizing, polled.resize, key=lambda r: r.row.id),
+        batched(period, plan.restarted, polled.restart, key=lambda r: r.row.id),
         batched(period, unknown, unmanaged.record_unmanaged, key=lambda vm: vm.id or ""),
         return_exceptions=True,
     )

@@ -197,7 +197,7 @@ async def start_reserved(
                     SandboxState.RUNNING,
                     cause="api",
                     actor=actor.key_id,
-                    at=max(began, sandbox.state_changed_at),
+                    at=began,  # when the upstream started it, whoever recorded what since
                     detail=detail,
                     audit=Audit(action, detail),
                     upstream_id=upstream_id,

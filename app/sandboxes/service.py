@@ -132,9 +132,16 @@ async def _start_running(
         booted = started.bootup_type != "RUNNING"
         at = max(began, row.state_changed_at)
         if booted and row.state == SandboxState.RUNNING:
-            # It had stopped upstream unseen: close the stale interval first.
+            # It had hibernated itself unseen: close the stale interval when it did.
+            ended = await _stopped_unseen_at(rt, row, began)
             await transitions.move(
-                session, row, SandboxState.HIBERNATED, cause="upstream", actor=None, at=at
+                session,
+                row,
+                SandboxState.HIBERNATED,
+                cause="upstream",
+                actor=None,
+                at=ended,
+                detail={"upstream": "not running", "estimated_end": ended.isoformat()},
             )
         if booted and row.state in STOPPED:
             # Stopped (unseen, or by a stop that settled while this start was in flight), and

@@ -239,3 +239,21 @@ class TestPendingIntents:
         deleting = row(state="shutdown", pending_intent="deleted", pending_at=s(90))
         plan = plan_for([deleting], [], at=100, previous=85)
         assert [r.id for r in plan.deleting] == ["sbx_1"]
+
+
+class TestRestartedUnseen:
+    def test_a_session_begun_well_after_the_start_here_splits_at_the_estimate(self) -> None:
+        # Started at 0, last active at 5, timeout 300: hibernated at 305 (after the poll at 300
+        # that listed it); woken at 1000.
+        running = row(
+            last_started_at=s(0), last_seen_running_at=s(10), upstream_last_active_at=s(5)
+        )
+        [restart] = plan_for(
+            [running], [vm(session_started_at=s(1000))], at=1100, previous=300
+        ).restarted
+        assert (restart.ended_at, restart.started_at) == (s(305), s(1000))
+
+    def test_the_session_corral_started_is_not_a_restart(self) -> None:
+        running = row(last_started_at=s(0))
+        plan = plan_for([running], [vm(session_started_at=s(1))], at=100, previous=85)
+        assert plan.restarted == []
