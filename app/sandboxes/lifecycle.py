@@ -188,24 +188,18 @@ async def start_reserved(
                     detail=dict(outcome.detail),
                 )
         else:
+            # The reconciler resolved the reservation while the start was in flight, and other
+            # moves may have followed: this answer is older news than the record. Only the
+            # answer is written; what the VM does now is the reconciler's to see (a VM this
+            # start booted is listed running, and recorded from its session's start).
             assert started is not None
-            detail = {"bootup_type": started.bootup_type}
-            if sandbox.state != SandboxState.RUNNING:
-                await transitions.move(
-                    session,
-                    sandbox,
-                    SandboxState.RUNNING,
-                    cause="api",
-                    actor=actor.key_id,
-                    at=began,  # when the upstream started it, whoever recorded what since
-                    detail=detail,
-                    audit=Audit(action, detail),
-                    upstream_id=upstream_id,
-                )
-            else:
-                await audit.record_sandbox(
-                    session, sandbox, actor=actor.key_id, action=action, detail=detail
-                )
+            await audit.record_sandbox(
+                session,
+                sandbox,
+                actor=actor.key_id,
+                action=action,
+                detail={"bootup_type": started.bootup_type, "settled_by": "reconciler"},
+            )
     if err is not None:
         if revert_to is None and sandbox.state == SandboxState.FAILED:
             await remove_fork(rt, sandbox_id, upstream_id)

@@ -96,7 +96,8 @@ class TestCreate:
         self, client, sim, runtime
     ):
         """The start's answer comes back after the reconciler took over the reservation: the
-        one-statement settle changes nothing and the locked path settles the row it finds."""
+        answer is older news than the record, so nothing is moved on it; the next period sees
+        the VM running and records it from its session's start, once."""
         # Every reservation has lapsed at once, so the reconciler takes the row.
         runtime.settings = runtime.settings.model_copy(update={"reservation_ttl_seconds": 0})
         headers = await factories.team_with_key(client)
@@ -109,7 +110,7 @@ class TestCreate:
                 await release.wait()
             await simulator(scope, receive, send)
 
-        runtime.upstream = UpstreamClient(
+        plain, runtime.upstream = runtime.upstream, UpstreamClient(
             "http://simulator",
             SIMULATOR_KEY,
             transport=httpx.ASGITransport(app=held_start),
@@ -121,19 +122,25 @@ class TestCreate:
         release.set()
         response = await creating
         await runtime.upstream.aclose()
+        runtime.upstream = plain
 
         assert response.status_code == 201, response.text
         created = response.json()
-        assert created["state"] == "running"
+        assert created["state"] == "shutdown", "as the reconciler left it"
         running = [vm for vm in (await vms(sim)).values() if vm["state"] == "running"]
         assert [vm["id"] for vm in running] == [created["upstream_id"]]
+        assert await intervals(runtime, created["id"]) == []
+        runtime.settings = runtime.settings.model_copy(
+            update={"reconcile_sighting_grace_seconds": 0}
+        )
+        assert (await reconcile_once(runtime, replica="test")).drift == {"woken_upstream": 1}
         [interval] = await intervals(runtime, created["id"])
         assert interval.ended_at is None
+        assert interval.started_at.isoformat()[:19] == running[0]["session_started_at"][:19]
         history = [
             (e["from_state"], e["to_state"]) for e in await events(client, headers, created["id"])
         ]
-        assert history[0] == (None, "starting") and history[-1][1] == "running"
-        assert history[1][0] == "starting" and history[1][1] != "running", "the reconciler's"
+        assert history == [(None, "starting"), ("starting", "shutdown"), ("shutdown", "running")]
 
     async def test_without_start_forks_only(self, client, sim, runtime):
         headers = await factories.team_with_key(client)
