@@ -7,28 +7,28 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.admission.schemas import TeamLimits
+from app.inputs import Instant, Owner, RequestBody
 from app.tiers import Tier
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TeamCreate(Strict):
+class TeamCreate(RequestBody):
     id: str = Field(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
     name: str = Field(min_length=1, max_length=200)
 
 
-class TeamPatch(Strict):
+class TeamPatch(RequestBody):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     max_concurrent: int | None = Field(default=None, ge=0, le=100_000)
     max_concurrent_per_owner: int | None = Field(default=None, ge=0, le=100_000)
     max_tier: Tier | None = None
-    max_credits_per_hour: Decimal | None = Field(default=None, ge=0, le=10_000_000)
+    # Decimal places as the columns keep them (numeric(…, 4)): more would be rounded away.
+    max_credits_per_hour: Decimal | None = Field(
+        default=None, ge=0, le=10_000_000, decimal_places=4
+    )
     guaranteed: int | None = Field(default=None, ge=0, le=100_000)
-    monthly_budget_credits: Decimal | None = Field(default=None, ge=0, le=10**12)
+    monthly_budget_credits: Decimal | None = Field(default=None, ge=0, le=10**12, decimal_places=4)
     budget_policy: Literal["block", "hibernate"] | None = None
-    budget_soft_threshold: Decimal | None = Field(default=None, gt=0, le=1)
+    budget_soft_threshold: Decimal | None = Field(default=None, gt=0, le=1, decimal_places=4)
 
 
 class TeamIdentity(BaseModel):
@@ -43,14 +43,14 @@ class TeamOut(TeamLimits, TeamIdentity):
     model_config = ConfigDict(from_attributes=True)
 
 
-class KeyCreate(Strict):
+class KeyCreate(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     scopes: list[str] = Field(min_length=1, max_length=10)
-    owner: str | None = Field(default=None, min_length=1, max_length=200)
-    expires_at: datetime | None = None
+    owner: Owner | None = None
+    expires_at: Instant | None = None
 
 
-class KeyRotate(Strict):
+class KeyRotate(RequestBody):
     overlap_seconds: int = Field(default=3600, ge=0, le=30 * 86400)
 
 

@@ -4,15 +4,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from app.sandboxes.schemas import OWNER_PATTERN, SANDBOX_ID_PATTERN
+from app.inputs import Owner, RequestBody
+from app.sandboxes.schemas import SANDBOX_ID_PATTERN
 from app.tiers import Tier
 
 
-class PlanIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PlanIn(RequestBody):
     plan: Literal["build", "scale", "enterprise"]
     limit: int | None = Field(default=None, ge=1, le=1_000_000)
 
@@ -33,12 +32,10 @@ class PlanOut(BaseModel):
     effective_limit: int
 
 
-class QuotaCheck(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class QuotaCheck(RequestBody):
     action: Literal["create", "start"] = "create"
     tier: Tier | None = None
-    owner: str | None = Field(default=None, pattern=OWNER_PATTERN)
+    owner: Owner | None = None
     sandbox_id: str | None = Field(default=None, pattern=SANDBOX_ID_PATTERN)
     team: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,63}$")
 

@@ -30,7 +30,8 @@ from app.compat.schemas import (
 from app.deps import CurrentActor, RuntimeDep, authenticate
 from app.errors import MissingScope
 from app.identity.actor import Actor
-from app.sandboxes.schemas import OWNER_PATTERN, TEMPLATE_PATTERN, SandboxPatch
+from app.inputs import Owner
+from app.sandboxes.schemas import TEMPLATE_PATTERN, SandboxPatch
 from app.sandboxes.states import SandboxState
 
 router = APIRouter(prefix=PREFIX, tags=["sdk-facade"], route_class=CompatRoute)
@@ -41,10 +42,9 @@ ForkSource = Annotated[
 ]
 TokenId = Annotated[str, Path(pattern=TOKEN_ID_PATTERN)]
 OwnerHeader = Annotated[
-    str | None,
+    Owner | None,
     Header(
         alias="X-Corral-Owner",
-        pattern=OWNER_PATTERN,
         description="Acts for this owner (an unbound key only; a bound key's owner otherwise).",
     ),
 ]

@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from app.inputs import Instant, RequestBody
 from app.models import Sandbox
 from app.tiers import Tier
 
@@ -22,8 +23,8 @@ TOKEN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
 PRIVACY_NAMES = {0: "public", 1: "unlisted", 2: "private"}
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Body(RequestBody):
+    """Refuses unknown fields and NUL in any text, as every request body does."""
 
 
 class WakeupConfig(_Body):
@@ -68,11 +69,11 @@ class SessionRequest(_Body):
 
 
 class PreviewTokenCreate(_Body):
-    expires_at: AwareDatetime | None = None
+    expires_at: Instant | None = None
 
 
 class PreviewTokenUpdate(_Body):
-    expires_at: AwareDatetime | None
+    expires_at: Instant | None
 
 
 # The SDK's `VMTier` columns (CPU cores, memory GiB, storage GB) that `/vm/running` reports.

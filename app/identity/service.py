@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
+from app import clock, inputs
 from app.errors import BearerRejected, Conflict, TeamNotFound, Unprocessable
 from app.identity import keys, repository
 from app.identity.actor import Actor
@@ -94,6 +94,11 @@ async def issue_key(
         raise UnknownScope(unknown)
     if "admin" in scopes and not is_admin:
         raise AdminScopeOnTeamKey()
+    # The rule the schemas hold owners to, for callers without one (the CLI); a successor
+    # keeps its predecessor's owner, so a rotation is never refused for it.
+    problem = None if owner is None or rotated_from is not None else inputs.owner_problem(owner)
+    if problem is not None:
+        raise Unprocessable(f"The owner is not valid: {problem}", kind="invalid-owner")
     if expires_at is not None and expires_at <= clock.now():
         raise Unprocessable("expires_at must be in the future.", kind="invalid-expiry")
     new = keys.generate()

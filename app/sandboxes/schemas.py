@@ -6,12 +6,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.inputs import Owner, RequestBody
 from app.tiers import Tier
 
 # What may reach an upstream URL as a fork source: a short id or `namespace@alias`.
 TEMPLATE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}(@[A-Za-z0-9][A-Za-z0-9_-]{0,63})?$"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
-OWNER_PATTERN = r"^[^\s/\\][^\x00-\x1f]{0,199}$"
 SANDBOX_ID_PATTERN = r"^sbx_[a-z0-9]{12}$"
 
 State = Literal["starting", "running", "hibernated", "shutdown", "failed", "deleted", "unknown"]
@@ -19,16 +19,12 @@ Privacy = Literal["public", "unlisted", "private"]
 HibernationTimeout = Field(default=None, ge=1, le=86400)
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SandboxCreate(Strict):
+class SandboxCreate(RequestBody):
     template: str | None = Field(default=None, pattern=TEMPLATE_PATTERN)
     title: str | None = Field(default=None, max_length=255)
     tier: Tier | None = None
     hibernation_timeout_seconds: int | None = HibernationTimeout
-    owner: str | None = Field(default=None, pattern=OWNER_PATTERN)
+    owner: Owner | None = None
     tags: list[str] = Field(default_factory=list, max_length=10)
     privacy: Privacy = "private"
     start: bool = True
@@ -38,18 +34,18 @@ class SandboxCreate(Strict):
     )
 
 
-class SandboxFork(Strict):
+class SandboxFork(RequestBody):
     title: str | None = Field(default=None, max_length=255)
     tier: Tier | None = None
     hibernation_timeout_seconds: int | None = HibernationTimeout
-    owner: str | None = Field(default=None, pattern=OWNER_PATTERN)
+    owner: Owner | None = None
     tags: list[str] = Field(default_factory=list, max_length=10)
     privacy: Privacy = "private"
     start: bool = True
     automatic_wakeup: bool = True
 
 
-class SandboxPatch(Strict):
+class SandboxPatch(RequestBody):
     title: str | None = Field(default=None, max_length=255)
     tier: Tier | None = None
     hibernation_timeout_seconds: int | None = HibernationTimeout

@@ -7,20 +7,20 @@ TypeScript check in `tests/node/session-type.ts` holds a recorded answer against
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.inputs import Owner, RequestBody
+
 Permission = Literal["read", "write"]
-# Any printable string a team uses for a person (an email, an internal id); no control chars.
-User = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+# Any printable string a team uses for a person (an email, an internal id): an owner's rules.
+User = Owner
 # A browser token lives at most 15 minutes (DESIGN §6).
 MAX_TOKEN_TTL_SECONDS = 900
 
 
-class SessionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SessionCreate(RequestBody):
     user: User
     permission: Permission = "write"
 
@@ -65,9 +65,7 @@ class SessionRecordPage(BaseModel):
     next_cursor: str | None = None
 
 
-class BrowserTokenCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BrowserTokenCreate(RequestBody):
     user: User
     permission: Permission = "write"
     ttl_seconds: int = Field(default=MAX_TOKEN_TTL_SECONDS, ge=1, le=MAX_TOKEN_TTL_SECONDS)
@@ -82,10 +80,8 @@ class BrowserTokenOut(BaseModel):
     expires_at: datetime
 
 
-class BrowserSessionRequest(BaseModel):
+class BrowserSessionRequest(RequestBody):
     """What a page may send with its browser token: the sandbox it thinks it is reconnecting
     to (Corral's id or the upstream id that `getSession(sandboxId)` receives)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     sandbox_id: str | None = Field(default=None, max_length=64)

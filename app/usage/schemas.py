@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.inputs import Instant, RequestBody
 from app.tiers import TIERS
 
 RATE_PLACES = 4  # price_books rates end up in usage_intervals.credits_per_hour numeric(14, 4)
@@ -28,12 +29,10 @@ def _positive(value: Decimal, *, places: int, limit: Decimal, what: str) -> Deci
     return value
 
 
-class PriceVersionIn(BaseModel):
+class PriceVersionIn(RequestBody):
     """A new price-book version. Decimals may be JSON strings (recommended) or numbers."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    effective_from: AwareDatetime | None = Field(
+    effective_from: Instant | None = Field(
         default=None, description="When the version takes effect; absent means now."
     )
     credits_per_hour: dict[str, Decimal] = Field(description="A rate for every tier.")
