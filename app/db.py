@@ -96,6 +96,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         # checkout and replaces it, so the first request after the restart works (its cost,
         # one round trip per checkout, is measured by bench/overhead.py).
         pool_pre_ping=True,
+        # A failed statement's error (logged, and in every traceback) never carries the values
+        # bound to it: they are client input, keys' digests, tokens.
+        hide_parameters=True,
         # Short statements only: nothing in Corral should hold a connection for long.
         connect_args={"server_settings": {"application_name": "corral"}},
     )

@@ -21,7 +21,10 @@ Domain errors subclass these with their own `kind` and wording, so each is writt
 that several domains raise are defined here; one domain's own live in its module (on the right).
 
     BadRequest
-    └── InvalidCursor            invalid-cursor          a page cursor this API did not issue
+    ├── InvalidCursor            invalid-cursor          a page cursor this API did not issue
+    └── NulInUrl                 nul-character           a NUL (%00) in the path or the query
+                                                         (app.middleware; in a body it is a
+                                                         422, app.inputs)
     Unauthorized
     ├── BearerRejected           unauthorized            no usable bearer credential (always
     │                                                    with WWW-Authenticate: Bearer)
@@ -195,6 +198,15 @@ class InvalidCursor(BadRequest):
 
     def __init__(self) -> None:
         super().__init__("The cursor is not valid.")
+
+
+class NulInUrl(BadRequest):
+    """Postgres text cannot hold NUL, and no id, filter or cursor of this API has one."""
+
+    kind = "nul-character"
+
+    def __init__(self) -> None:
+        super().__init__("The URL may not contain the NUL character (%00).")
 
 
 class BearerRejected(Unauthorized):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -11,6 +10,7 @@ from app.audit import repository
 from app.audit.schemas import AuditEntryOut, AuditPage
 from app.deps import AdminActor, SessionDep
 from app.errors import BadRequest
+from app.inputs import Instant
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -27,14 +27,11 @@ async def list_audit(
     target: Text = None,
     cause: Annotated[str | None, Query(min_length=1, max_length=16)] = None,
     outcome: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
-    since: Annotated[datetime | None, Query(alias="from")] = None,
-    until: Annotated[datetime | None, Query(alias="to")] = None,
+    since: Annotated[Instant | None, Query(alias="from")] = None,
+    until: Annotated[Instant | None, Query(alias="to")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> AuditPage:
-    for name, moment in (("from", since), ("to", until)):
-        if moment is not None and moment.tzinfo is None:
-            raise BadRequest(f"{name!r} needs a timezone (e.g. Z).", kind="naive-datetime")
     if since is not None and until is not None and since >= until:
         raise BadRequest("'from' must be before 'to'.", kind="empty-window")
     rows, next_cursor = await repository.page(

@@ -13,6 +13,8 @@ from app.errors import InvalidCursor
 from app.models import AuditEntry
 
 _CURSOR_PREFIX = "audit:"
+# audit_log.id is a bigint: a cursor past it would fail in the driver, not match nothing.
+_MAX_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,16 @@ def decode_cursor(cursor: str) -> int:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         if not raw.startswith(_CURSOR_PREFIX):
             raise ValueError(raw)
-        return int(raw.removeprefix(_CURSOR_PREFIX))
+        digits = raw.removeprefix(_CURSOR_PREFIX)
+        # Only what encode_cursor writes: plain digits (int() would take "+1", " 1", "1_0").
+        if not digits.isascii() or not digits.isdigit():
+            raise ValueError(raw)
+        entry_id = int(digits)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidCursor() from exc
+    if not 1 <= entry_id <= _MAX_ID:
+        raise InvalidCursor()
+    return entry_id
 
 
 async def page(

@@ -29,6 +29,7 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import context
 from app.admission import service as admission
@@ -121,6 +122,10 @@ class CompatRoute(APIRoute):
                 return await render_app_error(request, exc)
             except RequestValidationError as exc:
                 return render_validation_error(exc)
+            except StarletteHTTPException as exc:
+                # FastAPI's own refusals, such as a body it could not read (one cut off at
+                # the size limit, which `RequestContext` answers with its 413): no traceback.
+                return failure(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
             except Exception:
                 # A bare 500 page would crash the SDK (it reads `errors[0]`); answer in shape.
                 log.exception("unhandled error in %s %s", request.method, self.path)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from app import inputs
 from app.errors import InvalidCursor
 from app.models import Sandbox, SandboxEvent
+from app.sandboxes.schemas import SANDBOX_ID_PATTERN
+
+_SANDBOX_ID = re.compile(SANDBOX_ID_PATTERN)
 
 
 def _scoped(team_id: str | None) -> Select[Sandbox]:
@@ -47,12 +52,18 @@ def encode_cursor(row: Sandbox) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """(created_at, id) of the last row of a page, as `encode_cursor` wrote them; anything
+    else (a foreign or edited cursor: no offset, a year Postgres or UTC cannot hold, an id
+    that is not a sandbox id) is InvalidCursor, before it reaches a query."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, sandbox_id = raw.split("|", 1)
-        return datetime.fromisoformat(created), sandbox_id
-    except (ValueError, UnicodeDecodeError) as exc:
+        created_text, sandbox_id = raw.split("|", 1)
+        created = datetime.fromisoformat(created_text)
+    except (ValueError, UnicodeDecodeError) as exc:  # binascii.Error is a ValueError
         raise InvalidCursor() from exc
+    if created.tzinfo is None or not inputs.in_range(created) or not _SANDBOX_ID.match(sandbox_id):
+        raise InvalidCursor()
+    return created, sandbox_id
 
 
 async def page(

@@ -66,7 +66,8 @@ async def list_sessions(
     rt: RuntimeDep,
     user: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[int | None, Query(ge=1)] = None,
+    # A session record id is a bigint: beyond it is a bad cursor, not a driver error.
+    cursor: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
 ) -> SessionRecordPage:
     return await service.list_records(rt, actor, sandbox_id, user=user, limit=limit, cursor=cursor)
 

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import inputs
 from app.errors import Unprocessable, WrongTeam
 from app.identity.actor import Actor
 from app.usage import amounts, periods, repository
@@ -47,18 +48,29 @@ class Window:
 
 def parse_instant(value: str, name: str, timezone: ZoneInfo) -> datetime:
     """An ISO-8601 instant; a date or a time without offset is read in the accounting
-    timezone (so `from=2026-03-01` means local midnight)."""
+    timezone (so `from=2026-03-01` means local midnight). It must lie in the range every
+    client instant does (`app.inputs`), so the window's arithmetic cannot overflow."""
     try:
         if len(value) == 10:
-            return datetime.combine(date.fromisoformat(value), time(), tzinfo=timezone)
-        parsed = datetime.fromisoformat(value)
+            parsed = datetime.combine(date.fromisoformat(value), time(), tzinfo=timezone)
+        else:
+            parsed = datetime.fromisoformat(value)
     except ValueError:
         raise Unprocessable(
             f"{name!r} is not an ISO-8601 date or date-time.",
             kind="invalid-date",
             extra={"parameter": name},
         ) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone)
+    if not inputs.in_range(parsed):
+        raise Unprocessable(
+            f"{name!r} must lie from {inputs.EARLIEST:%Y-%m-%d} up to {inputs.LATEST:%Y-%m-%d} "
+            "(UTC).",
+            kind="date-out-of-range",
+            extra={"parameter": name},
+        )
+    return parsed
 
 
 def window(raw_from: str | None, raw_to: str | None, at: datetime, timezone: ZoneInfo) -> Window:
