@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, and_, or_, select, update
+from sqlalchemy import Select, and_, any_, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app import inputs
@@ -86,7 +86,8 @@ async def page(
     if tier is not None:
         query = query.where(Sandbox.tier == tier)
     if tag is not None:
-        query = query.where(Sandbox.tags.any(tag))  # type: ignore[arg-type]
+        # `= ANY(tags)`; ARRAY.any() is deprecated in SQLAlchemy 2.1 (a warning, an error in tests).
+        query = query.where(literal(tag) == any_(Sandbox.tags))
     if cursor is not None:
         created, last_id = decode_cursor(cursor)
         query = query.where(
