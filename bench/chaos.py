@@ -114,6 +114,9 @@ SMOKE = {
     "timeout_rate": 0.02,
     "lose_rate": 0.05,
     "hang_seconds": 2.0,
+    # A reservation lasts 2 x deadline + 5 s: one its replica took down with it must lapse
+    # within the quiet period.
+    "upstream_deadline": 4.0,
     "seed": 7,
     "simulated_days": 0.0,
 }
@@ -273,6 +276,9 @@ class Run:
             "reconcile_interval": str(self.args.reconcile_interval),
             "upstream_timeout_seconds": str(self.args.attempt_timeout),
             "upstream_deadline_seconds": str(self.args.upstream_deadline),
+            # The simulator's `/vm/running` is never stale here (no `running_staleness_seconds`),
+            # so an absence can be trusted after a period rather than the production 90 s.
+            "reconcile_sighting_grace_seconds": str(self.args.reconcile_interval),
         }
 
     def new_replica_manager(
