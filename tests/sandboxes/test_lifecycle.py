@@ -110,10 +110,13 @@ class TestCreate:
                 await release.wait()
             await simulator(scope, receive, send)
 
-        plain, runtime.upstream = runtime.upstream, UpstreamClient(
-            "http://simulator",
-            SIMULATOR_KEY,
-            transport=httpx.ASGITransport(app=held_start),
+        plain, runtime.upstream = (
+            runtime.upstream,
+            UpstreamClient(
+                "http://simulator",
+                SIMULATOR_KEY,
+                transport=httpx.ASGITransport(app=held_start),
+            ),
         )
         creating = asyncio.create_task(client.post("/v1/sandboxes", json={}, headers=headers))
         await asyncio.wait_for(at_start.wait(), 10)
