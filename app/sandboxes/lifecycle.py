@@ -68,12 +68,23 @@ async def note_intent(rt: Runtime, sandbox: Sandbox, intent: str, at: datetime) 
     this process (or its database) goes before the outcome is written. It also makes these
     calls on one sandbox take turns: while another one's intent is younger than a call can
     last (the upstream deadline), this one is refused (409)."""
-    busy_after = at - timedelta(seconds=rt.settings.upstream_deadline_seconds + 5)
+    busy_after = _busy_after(rt, at)
     async with autocommit(rt.engine) as conn:
         claimed = await repository.note_intent(
             conn, sandbox.id, state=sandbox.state, intent=intent, at=at, busy_after=busy_after
         )
     if not claimed:
+        raise SandboxBusy(sandbox.id)
+
+
+def _busy_after(rt: Runtime, at: datetime) -> datetime:
+    """An intent written after this is a call that may still be in flight."""
+    return at - timedelta(seconds=rt.settings.upstream_deadline_seconds + 5)
+
+
+def check_turn(rt: Runtime, sandbox: Sandbox) -> None:
+    """A start from stopped takes its turn too: not while a stop or delete is in flight."""
+    if sandbox.pending_at is not None and sandbox.pending_at > _busy_after(rt, clock.now()):
         raise SandboxBusy(sandbox.id)
 
 

@@ -73,6 +73,7 @@ async def start(
         _check_startable(sandbox)
         previous = SandboxState(sandbox.state)
         if previous != SandboxState.RUNNING:
+            lifecycle.check_turn(rt, sandbox)
             await transitions.move(
                 session,
                 sandbox,

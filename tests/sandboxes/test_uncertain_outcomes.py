@@ -207,3 +207,16 @@ class TestDelete:
         await reconcile_once(runtime, replica="test")
         settled = await row(runtime, created["id"])
         assert (settled.state, settled.last_cause) == ("deleted", "reconciler")
+
+
+async def test_a_start_waits_for_a_delete_in_flight(
+    client: httpx.AsyncClient, sim: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    headers = await factories.team_with_key(client)
+    created = await factories.sandbox(client, headers, start=False)
+    await lifecycle.note_intent(runtime, await row(runtime, created["id"]), "deleted", now())
+    busy = await client.post(f"/v1/sandboxes/{created['id']}/start", headers=headers)
+    assert busy.status_code == 409, busy.text
+    assert busy.json()["type"].endswith("/sandbox-busy")
+    assert (await row(runtime, created["id"])).pending_intent == "deleted", "left as it was"
+    assert (await vms(sim))[created["upstream_id"]]["state"] != "running"
