@@ -17,6 +17,9 @@ import, and a new lock takes the next free number here rather than a literal at 
     SESSION_RATE      724006  xact   `sessions.repository.lock_user`: the first half of the
                                      two-int key (class, hashtext(team:user)) serialising one
                                      user's session mints
+    CLOCK_GATE        724007  session `clock_gate.turn` (shared, each upstream call that dates
+                                     a move) and `operations.clock.advance` (exclusive, the
+                                     jump of a simulated clock): no call spans a jump
 
 Postgres keeps one-bigint and two-int keys apart, so `SESSION_RATE` could not collide with the
 others; it still takes a distinct value so that each number has exactly one meaning.
@@ -35,3 +38,4 @@ class Lock(IntEnum):
     RECONCILE_PERIOD = 724004
     BUDGET_ENFORCE = 724005
     SESSION_RATE = 724006
+    CLOCK_GATE = 724007

@@ -25,11 +25,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
-from app import clock
+from app import clock, clock_gate
 from app.db import transaction
 from app.deps import AdminActor, RuntimeDep
 from app.errors import NotFound, ServiceUnavailable
-from app.reconcile.leader import PeriodBusy
+from app.reconcile.leader import PeriodBusy, period_lock
 from app.reconcile.plan import MISSES_TO_CLOSE
 from app.reconcile.service import reconcile_once
 from app.runtime import Runtime
@@ -80,17 +80,21 @@ async def advance(rt: Runtime, seconds: float) -> ClockOut:
         # stretch is on the books when the jump hibernates it.
         await _reconcile(rt, 1)
     try:
-        moved = await control.advance(seconds)
+        # No reconcile period and no upstream call that dates a move spans the jump.
+        async with period_lock(rt.engine, wait_seconds=WAIT_SECONDS), clock_gate.jump(rt.engine):
+            moved = await control.advance(seconds)
+            replicas = 1
+            if rt.simulator is None:
+                offset = timedelta(seconds=moved.offset_seconds)
+                generation = await publish(rt, offset)
+                clock.CLOCK.set_offset(offset)
+                replicas = await wait_for_replicas(rt, generation)
     except SimulatorUnreachable as exc:
         raise ServiceUnavailable(f"The simulator did not move its clock: {exc}") from exc
+    except PeriodBusy as exc:
+        raise ServiceUnavailable("A reconcile period is still running.") from exc
     finally:
         await control.aclose()
-    replicas = 1
-    if rt.simulator is None:
-        offset = timedelta(seconds=moved.offset_seconds)
-        generation = await publish(rt, offset)
-        clock.CLOCK.set_offset(offset)
-        replicas = await wait_for_replicas(rt, generation)
     if rt.settings.reconcile_enabled:
         # A jump of hours lands between two polls: what the upstream did in it (VMs that
         # hibernated themselves) is observed before anything else can happen to them, with

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
+from app import clock, clock_gate
 from app.audit import service as audit
 from app.db import autocommit, transaction
 from app.errors import SandboxBusy
@@ -146,8 +146,9 @@ async def start_reserved(
     options = start_options(reserved)
     # A move is dated when its call was sent, which is when the upstream acts on it: the
     # ledger's start and end then carry the same offset from the upstream's own.
-    began = clock.now()
-    started, err = await call_upstream(lambda: rt.upstream.start(upstream_id, options))
+    async with clock_gate.turn(rt.settings, rt.engine):
+        began = clock.now()
+        started, err = await call_upstream(lambda: rt.upstream.start(upstream_id, options))
     if started is not None:
         detail = {"bootup_type": started.bootup_type}
         settled = await transitions.settle(
