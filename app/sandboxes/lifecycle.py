@@ -83,7 +83,8 @@ def _busy_after(rt: Runtime, at: datetime) -> datetime:
 
 
 def check_turn(rt: Runtime, sandbox: Sandbox) -> None:
-    """A start from stopped takes its turn too: not while a stop or delete is in flight."""
+    """A start waits its turn too: not while a stop, delete or resize is in flight. (It takes
+    none itself: many people's sessions on one sandbox each start it.)"""
     if sandbox.pending_at is not None and sandbox.pending_at > _busy_after(rt, clock.now()):
         raise SandboxBusy(sandbox.id)
 

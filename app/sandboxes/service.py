@@ -71,9 +71,11 @@ async def start(
             )
         sandbox = await access.load(session, actor, sandbox_id, lock=True)
         _check_startable(sandbox)
+        # Not while a stop, delete or resize is in flight: it would meet a VM this start
+        # booted again, or delete it under a session.
+        lifecycle.check_turn(rt, sandbox)
         previous = SandboxState(sandbox.state)
         if previous != SandboxState.RUNNING:
-            lifecycle.check_turn(rt, sandbox)
             await transitions.move(
                 session,
                 sandbox,
