@@ -251,9 +251,11 @@ async def running_vms(rt: Runtime, actor: Actor) -> dict[str, Any]:
     async with transaction(rt.sessions) as session:
         rows = await compat_repository.running(session, team_id=actor.team_id, owner=actor.owner)
         limit = await team_limit(session, actor.team_id)
+        # The price book read once, not once per VM.
+        prices = await ledger.price_table(session)
         vms = []
         for row in rows:
-            rate = await ledger.rate_for(session, row.tier, at)
+            rate, _ = prices.price(row.tier, at)
             vms.append(
                 {
                     "id": row.upstream_id,

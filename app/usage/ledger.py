@@ -58,17 +58,6 @@ async def price_table(db: AsyncSession | AsyncConnection) -> PriceTable:
     return PriceTable(await repository.price_points(db))
 
 
-async def price_for(session: AsyncSession, tier: str, at: datetime) -> tuple[Decimal, int | None]:
-    """Credits per hour for a tier at a moment, and the price-book version it comes from."""
-    return price_in(await repository.price_version_at(session, at), tier)
-
-
-async def rate_for(session: AsyncSession, tier: str, at: datetime) -> Decimal:
-    """Credits per hour for a tier at a moment, from the price book."""
-    rate, _ = await price_for(session, tier, at)
-    return rate
-
-
 async def intervals_of(session: AsyncSession, sandbox_id: str) -> list[UsageInterval]:
     rows = await session.scalars(
         select(UsageInterval)
