@@ -14,7 +14,7 @@ from app import clock, clock_gate
 from app.admission import service as admission
 from app.audit import service as audit
 from app.db import transaction
-from app.errors import Conflict, InvalidState
+from app.errors import Conflict, InvalidState, SandboxBusy
 from app.identity.actor import Actor
 from app.models import Sandbox
 from app.reconcile import plan
@@ -384,6 +384,10 @@ async def update(
     detail = {k: v for k, v in changes.items() if k != "title"}
     async with transaction(rt.sessions) as session:
         sandbox = await lifecycle.reload(session, sandbox_id)
+        if tier is not None and (sandbox.state == SandboxState.RUNNING) != running:
+            # It started or stopped since it was read: the upstream was asked for the other
+            # case (or not at all), so nothing is changed on a guess.
+            raise SandboxBusy(sandbox_id)
         if "title" in changes:
             sandbox.title = changes["title"]
         if timeout is not None:
