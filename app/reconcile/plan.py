@@ -308,17 +308,19 @@ def _classify_running(
     if seen_stopped < seen_running:
         seen_stopped = poll_at
     to_state = "hibernated"
+    ended = estimate_end(
+        last_active_at=row.upstream_last_active_at,
+        hibernation_timeout_seconds=row.hibernation_timeout_seconds,
+        seen_running_at=seen_running,
+        seen_stopped_at=seen_stopped,
+    )
     if intent in ("hibernated", "shutdown") and row.pending_at is not None:
-        # A stop Corral asked for and could not record: it happened as and when asked.
-        to_state = intent
-        ended = clamp(row.pending_at, seen_running, seen_stopped)
-    else:
-        ended = estimate_end(
-            last_active_at=row.upstream_last_active_at,
-            hibernation_timeout_seconds=row.hibernation_timeout_seconds,
-            seen_running_at=seen_running,
-            seen_stopped_at=seen_stopped,
-        )
+        asked = clamp(row.pending_at, seen_running, seen_stopped)
+        if asked <= ended:
+            # A stop Corral asked for (and could not record) before the VM would have
+            # hibernated itself: it happened as and when asked. Asked later, it met a VM
+            # that had already stopped on its own.
+            to_state, ended = intent, asked
     plan.closing.append(
         Closing(
             row,

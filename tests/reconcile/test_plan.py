@@ -214,6 +214,20 @@ class TestPendingIntents:
         [closing] = plan_for([stopping], [], at=115, previous=100).closing
         assert (closing.to_state, closing.ended_at) == ("shutdown", s(90))
 
+    def test_a_stop_asked_after_the_vm_hibernated_itself_is_the_upstreams_hibernation(
+        self,
+    ) -> None:
+        # Last active at 5 with a 60 s timeout: it hibernated itself at 65; the stop came at 90.
+        late = row(
+            missed_polls=1,
+            last_seen_running_at=s(20),
+            hibernation_timeout_seconds=60,
+            pending_intent="shutdown",
+            pending_at=s(90),
+        )
+        [closing] = plan_for([late], [], at=115, previous=100).closing
+        assert (closing.to_state, closing.ended_at) == ("hibernated", s(65))
+
     def test_an_intent_older_than_any_call_is_dropped_and_ignored(self) -> None:
         stale = row(
             missed_polls=1,
