@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -70,10 +71,12 @@ def simulator() -> object:
     return create_simulator_app(api_key=SIMULATOR_KEY)
 
 
-@pytest.fixture
-async def runtime(
+@asynccontextmanager
+async def simulated_runtime(
     settings: Settings, engine: AsyncEngine, simulator: object
 ) -> AsyncIterator[Runtime]:
+    """A runtime on `engine` whose upstream is the in-process `simulator`, with quick retries;
+    Corral's clock is the simulator's, as in a served Corral with the in-process simulator."""
     upstream = UpstreamClient(
         "http://simulator",
         SIMULATOR_KEY,
@@ -82,18 +85,26 @@ async def runtime(
         backoff_max=0.05,
         deadline=10,
     )
-    rt = Runtime(
-        settings=settings,
-        engine=engine,
-        sessions=session_factory(engine),
-        upstream=upstream,
-        simulator=simulator,
-    )
-    # Corral's clock is the simulator's, as in a served Corral with the in-process simulator.
     follow_simulator(simulator)
-    yield rt
-    follow_simulator(None)
-    await upstream.aclose()
+    try:
+        yield Runtime(
+            settings=settings,
+            engine=engine,
+            sessions=session_factory(engine),
+            upstream=upstream,
+            simulator=simulator,
+        )
+    finally:
+        follow_simulator(None)
+        await upstream.aclose()
+
+
+@pytest.fixture
+async def runtime(
+    settings: Settings, engine: AsyncEngine, simulator: object
+) -> AsyncIterator[Runtime]:
+    async with simulated_runtime(settings, engine, simulator) as rt:
+        yield rt
     async with engine.begin() as conn:
         for statement in RESET_SEED:
             await conn.execute(text(statement))

@@ -10,14 +10,13 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from app.db import async_url, create_engine, migrate, session_factory
-from app.main import create_app, follow_simulator
+from app.db import async_url, create_engine, migrate
+from app.main import create_app
 from app.reconcile.leader import Leadership
 from app.runtime import Runtime
 from app.settings import Settings
-from app.upstream.client import UpstreamClient
 from app.upstream.simulator import create_simulator_app
-from tests.conftest import ADMIN_KEY, SIMULATOR_KEY
+from tests.conftest import ADMIN_KEY, SIMULATOR_KEY, simulated_runtime
 from tests.fixtures import factories
 from tests.pgcluster import Cluster, cluster
 
@@ -33,33 +32,16 @@ async def served(pg: Cluster) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]
     url = async_url(pg.url)
     engine = create_engine(url, pool_size=2)
     await migrate(engine)
-    simulator = create_simulator_app(api_key=SIMULATOR_KEY)
-    upstream = UpstreamClient(
-        "http://simulator",
-        SIMULATOR_KEY,
-        transport=httpx.ASGITransport(app=simulator),  # type: ignore[arg-type]
-        backoff_base=0.01,
-        backoff_max=0.05,
-        deadline=10,
-    )
     settings = Settings(
         database_url=url, admin_key=ADMIN_KEY, upstream="simulator", reconcile_enabled=False
     )
-    runtime = Runtime(
-        settings=settings,
-        engine=engine,
-        sessions=session_factory(engine),
-        upstream=upstream,
-        simulator=simulator,
-    )
-    follow_simulator(simulator)
-    app = create_app(runtime=runtime)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://corral"
-    ) as client:
-        yield client, runtime
-    follow_simulator(None)
-    await upstream.aclose()
+    simulator = create_simulator_app(api_key=SIMULATOR_KEY)
+    async with simulated_runtime(settings, engine, simulator) as runtime:
+        app = create_app(runtime=runtime)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://corral"
+        ) as client:
+            yield client, runtime
     await engine.dispose()
 
 
