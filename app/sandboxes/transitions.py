@@ -211,7 +211,11 @@ moved AS (
            last_started_at = CASE WHEN u.to_state = {_RUNNING} AND s.state <> {_RUNNING}
                                   THEN u.moved_at ELSE s.last_started_at END,
            last_seen_running_at = coalesce(u.seen_at, s.last_seen_running_at),
-           upstream_last_active_at = coalesce(u.active_at, s.upstream_last_active_at),
+           -- a session's activity begins at its start (the auto-hibernation estimate uses it)
+           upstream_last_active_at = coalesce(
+               u.active_at,
+               CASE WHEN u.to_state = {_RUNNING} AND s.state <> {_RUNNING}
+                    THEN u.moved_at ELSE s.upstream_last_active_at END),
            missed_polls = 0, pending_intent = NULL, pending_at = NULL
       FROM u
      WHERE s.id = u.id AND s.state = u.from_state

@@ -3,6 +3,8 @@ intent on the row; the reconciler records what was asked, as of when it was aske
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
 
 from app.clock import now
@@ -55,3 +57,23 @@ async def test_a_delete_that_did_not_happen_keeps_the_record(
     await lifecycle.note_intent(runtime, await sandbox(runtime, created["id"]), "deleted", now())
     assert (await reconcile(runtime)).drift == {}
     assert (await sandbox(runtime, created["id"])).state == "shutdown"
+
+
+async def test_a_vm_that_hibernates_before_any_sighting_ends_at_its_start_plus_timeout(
+    client: httpx.AsyncClient, sim: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """A new session's activity begins at its start: a VM started and hibernated by the
+    upstream before any poll saw it ends its interval at start + timeout, not at its start."""
+    runtime.settings = runtime.settings.model_copy(update={"reconcile_sighting_grace_seconds": 0})
+    headers = await factories.team_with_key(client)
+    created = await factories.sandbox(client, headers, hibernation_timeout_seconds=300)
+    await reconcile(runtime)  # a sighting with its activity
+    await client.post(f"/v1/sandboxes/{created['id']}/hibernate", headers=headers)
+    await sim.post("/_simulator/clock/advance", json={"seconds": 3600})
+    await client.post(f"/v1/sandboxes/{created['id']}/start", headers=headers)
+    await sim.post("/_simulator/clock/advance", json={"seconds": 3600})  # hibernates it, unseen
+    for _ in range(2):
+        await reconcile(runtime)
+    last = (await intervals(runtime, created["id"]))[-1]
+    assert last.ended_at is not None
+    assert last.ended_at - last.started_at == timedelta(seconds=300)
