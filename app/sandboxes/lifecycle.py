@@ -13,9 +13,9 @@ States (app/sandboxes/states.py) and what a transition writes (app/sandboxes/tra
 No transaction stays open across an upstream call. Each verb runs in phases:
 1. lock the row (`SELECT … FOR UPDATE`), check the transition, reserve (`starting`), commit;
 2. call the upstream, outside any transaction;
-3. settle what actually happened: a start that succeeded as one guarded statement that moves
-   the row only if it is still `starting` (`transitions.settle`, the common case made cheap);
-   anything else locks the row again and settles it, commit.
+3. settle what actually happened: a start that succeeded moves the row only if it is still
+   `starting` (`transitions.settle`: lock it, one statement, commit); anything else locks the
+   row again and settles it, commit.
 A process that dies between 1 and 3 leaves a `starting` row whose reservation expires; the
 reconciler resolves it from the `corral-op-<operation id>` tag every created sandbox carries.
 """

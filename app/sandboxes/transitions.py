@@ -38,7 +38,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app import clock, context, unnest
-from app.db import autocommit
 from app.models import Sandbox
 from app.sandboxes.states import SandboxState
 from app.usage import ledger
@@ -439,12 +438,24 @@ async def move(
 
 
 async def settle(engine: AsyncEngine, change: Move) -> Sandbox | None:
-    """Apply one move on its own connection, without a transaction around it: the statement is
-    atomic by itself, and this saves the BEGIN, the row lock and the COMMIT of the common case.
-    None, changing nothing, when the row is no longer in `change.from_state`."""
-    async with autocommit(engine) as conn:
+    """Apply one move the caller holds no lock for, in a short transaction of its own. None,
+    changing nothing, when the row is no longer in `change.from_state`.
+
+    The row is locked by a statement of its own first: the move's statement then starts with
+    a snapshot taken after any transaction that held the row (Read Committed). Run as one
+    statement, it would wait for such a transaction and update the row it left, yet not see
+    the interval that transaction opened, and leave it open."""
+    async with engine.begin() as conn:
+        # By id alone: a state in the WHERE would be checked against the row as it was, and
+        # a row some transaction is moving would not be waited for.
+        state = (await conn.execute(_LOCK_ROW, {"id": change.sandbox_id})).scalar()
+        if state != str(change.from_state):
+            return None
         rows = await apply(conn, [change])
     return Sandbox(**rows[0]) if rows else None
+
+
+_LOCK_ROW = text("SELECT state FROM sandboxes WHERE id = :id FOR UPDATE")
 
 
 def refresh(sandbox: Sandbox, row: RowMapping) -> None:

@@ -255,3 +255,30 @@ class TestOneWriter:
         # One interval per stretch running (four starts), and one more for the resize.
         assert len(await _ledger(runtime, sandbox_id)) == 5
         assert events[-1][:2] == ("shutdown", "deleted")
+
+
+async def test_a_settle_waiting_for_a_move_sees_the_interval_that_move_opened(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """Read Committed: a single statement that waits for a row lock updates the row as left,
+    but reads the ledger as of before the wait. `settle` locks first, so the interval a racing
+    start opened is the one it closes."""
+    import asyncio
+
+    headers = await factories.team_with_key(client)
+    created = await factories.sandbox(client, headers, start=False)
+    async with runtime.sessions() as session, session.begin():
+        row = await session.get(Sandbox, created["id"], with_for_update=True)
+        assert row is not None
+        await transitions.move(session, row, SandboxState.RUNNING, cause="api", actor="a")
+        stop = asyncio.create_task(
+            transitions.settle(
+                runtime.engine,
+                _move(row, SandboxState.SHUTDOWN, datetime.now(UTC) + timedelta(seconds=1)),
+            )
+        )
+        await asyncio.sleep(0.2)  # the settle is waiting for the row
+        assert not stop.done()
+    settled = await stop
+    assert settled is not None and settled.state == "shutdown"
+    assert [i.ended_at is None for i in await _ledger(runtime, created["id"])] == [False]
