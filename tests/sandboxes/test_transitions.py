@@ -15,32 +15,17 @@ import httpx
 from sqlalchemy import select, text
 
 from app.db import transaction
-from app.models import AuditEntry, PriceBook, Sandbox, SandboxEvent, UsageInterval
+from app.models import AuditEntry, PriceBook, Sandbox, SandboxEvent
 from app.runtime import Runtime
 from app.sandboxes import transitions
 from app.sandboxes.states import FINAL, LIVE, STOPPED, SandboxState
 from app.sandboxes.transitions import Audit, Move
 from tests.fixtures import factories
+from tests.reconcile.helpers import intervals as _intervals
+from tests.reconcile.helpers import sandbox as _row
 
 APP = Path(__file__).resolve().parents[2] / "app"
 TIERS = ("Pico", "Nano", "Micro", "Small", "Medium", "Large", "XLarge")
-
-
-async def _row(runtime: Runtime, sandbox_id: str) -> Sandbox:
-    async with transaction(runtime.sessions) as session:
-        row = await session.get(Sandbox, sandbox_id)
-        assert row is not None
-        return row
-
-
-async def _ledger(runtime: Runtime, sandbox_id: str) -> list[UsageInterval]:
-    async with transaction(runtime.sessions) as session:
-        rows = await session.scalars(
-            select(UsageInterval)
-            .where(UsageInterval.sandbox_id == sandbox_id)
-            .order_by(UsageInterval.id)
-        )
-        return list(rows)
 
 
 async def _written(runtime: Runtime, sandbox_id: str) -> tuple[list[Any], list[Any]]:
@@ -104,7 +89,7 @@ class TestMove:
             "reconciler",
             at,
         )
-        [interval] = await _ledger(runtime, row.id)
+        [interval] = await _intervals(runtime, row.id)
         assert (interval.ended_at, interval.end_cause) == (at, "reconciler")
         events, audits = await _written(runtime, row.id)
         assert events[-1] == ("running", "hibernated", "reconciler", "tester")
@@ -132,7 +117,7 @@ class TestMove:
         for change in stale:
             assert await _apply(runtime, [change]) == []
         assert (await _row(runtime, row.id)).state == "running"
-        assert [i.ended_at for i in await _ledger(runtime, row.id)] == [None]
+        assert [i.ended_at for i in await _intervals(runtime, row.id)] == [None]
         assert await _written(runtime, row.id) == before
 
     async def test_a_split_prices_the_new_interval_by_the_version_in_force(
@@ -153,7 +138,7 @@ class TestMove:
             )
         at = now + timedelta(seconds=20)
         await _apply(runtime, [_move(row, SandboxState.RUNNING, at, tier="Small", split=True)])
-        first, second = await _ledger(runtime, row.id)
+        first, second = await _intervals(runtime, row.id)
         assert (first.tier, first.ended_at, first.end_cause) == ("Nano", at, "resize")
         assert (second.tier, second.started_at, second.ended_at) == ("Small", at, None)
         assert second.credits_per_hour == Decimal("7")
@@ -185,7 +170,7 @@ class TestMove:
             row = await _row(runtime, sandbox_id)
             ledger = [
                 (i.tier, i.credits_per_hour, i.started_at == row.created_at, i.ended_at)
-                for i in await _ledger(runtime, sandbox_id)
+                for i in await _intervals(runtime, sandbox_id)
             ]
             return (row.state, row.tier, ledger, await _written(runtime, sandbox_id))
 
@@ -253,7 +238,7 @@ class TestOneWriter:
             "sandbox.delete",
         ]
         # One interval per stretch running (four starts), and one more for the resize.
-        assert len(await _ledger(runtime, sandbox_id)) == 5
+        assert len(await _intervals(runtime, sandbox_id)) == 5
         assert events[-1][:2] == ("shutdown", "deleted")
 
 
@@ -281,4 +266,4 @@ async def test_a_settle_waiting_for_a_move_sees_the_interval_that_move_opened(
         assert not stop.done()
     settled = await stop
     assert settled is not None and settled.state == "shutdown"
-    assert [i.ended_at is None for i in await _ledger(runtime, created["id"])] == [False]
+    assert [i.ended_at is None for i in await _intervals(runtime, created["id"])] == [False]
