@@ -352,6 +352,7 @@ async def update(
         if changes.get("tier") not in (None, sandbox.tier):
             await admission.check_resize(session, sandbox, changes["tier"])
     running = sandbox.state == SandboxState.RUNNING
+    read_tier = sandbox.tier
     upstream_id = sandbox.upstream_id or ""
     tier = changes.get("tier")
     timeout = changes.get("hibernation_timeout_seconds")
@@ -384,9 +385,11 @@ async def update(
     detail = {k: v for k, v in changes.items() if k != "title"}
     async with transaction(rt.sessions) as session:
         sandbox = await lifecycle.reload(session, sandbox_id)
-        if tier is not None and (sandbox.state == SandboxState.RUNNING) != running:
-            # It started or stopped since it was read: the upstream was asked for the other
-            # case (or not at all), so nothing is changed on a guess.
+        if tier is not None and (
+            (sandbox.state == SandboxState.RUNNING) != running or sandbox.tier != read_tier
+        ):
+            # It started, stopped or was resized since it was read: the upstream was asked
+            # for another case (or not at all), so nothing is changed on a guess.
             raise SandboxBusy(sandbox_id)
         if "title" in changes:
             sandbox.title = changes["title"]
