@@ -17,8 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 import asyncpg
 from fastapi import APIRouter
@@ -54,7 +53,7 @@ class ClockAdvance(BaseModel):
 
 
 class ClockOut(BaseModel):
-    now: Any
+    now: datetime
     offset_seconds: float
     replicas: int
     hibernated: list[str]

@@ -10,6 +10,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app import clock, clock_gate
 from app.admission import service as admission
 from app.audit import service as audit
@@ -137,7 +139,7 @@ async def _start_running(
         at = max(began, row.state_changed_at)
         if booted and row.state == SandboxState.RUNNING:
             # It had hibernated itself unseen: close the stale interval when it did.
-            ended = await _stopped_unseen_at(rt, row, began)
+            ended = await _stopped_unseen_at(session, row, began)
             await transitions.move(
                 session,
                 row,
@@ -238,7 +240,8 @@ async def stop(
     asked = Audit(f"sandbox.{verb}", actor=actor.key_id, cause=cause)
     detail: dict[str, Any] = {}
     if already_stopped:
-        at = await _stopped_unseen_at(rt, sandbox, began)
+        async with transaction(rt.sessions) as session:
+            at = await _stopped_unseen_at(session, sandbox, began)
         to_state = SandboxState.HIBERNATED
         detail = {"upstream": "not running", "estimated_end": at.isoformat()}
     change = Move(
@@ -280,11 +283,12 @@ async def stop(
     return lifecycle.Outcome(row)
 
 
-async def _stopped_unseen_at(rt: Runtime, sandbox: Sandbox, seen_stopped_at: datetime) -> datetime:
+async def _stopped_unseen_at(
+    session: AsyncSession, sandbox: Sandbox, seen_stopped_at: datetime
+) -> datetime:
     """When a VM that the upstream says is not running stopped on its own: its last activity
     plus its hibernation timeout, between its last sighting running and now."""
-    async with transaction(rt.sessions) as session:
-        previous = await reconcile_repository.previous_poll_at(session)
+    previous = await reconcile_repository.previous_poll_at(session)
     return plan.estimate_end(
         last_active_at=sandbox.upstream_last_active_at,
         hibernation_timeout_seconds=sandbox.hibernation_timeout_seconds,
