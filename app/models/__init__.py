@@ -4,11 +4,13 @@ from app.models.audit import AuditEntry
 from app.models.base import Base, table_of
 from app.models.browser import BrowserSession, SigningSecret
 from app.models.idempotency import IdempotencyRecord
+from app.models.metering import UpstreamWork
 from app.models.org import OrgPlan
 from app.models.pricing import PriceBook
 from app.models.reconcile import Drift, ReconcileRun
 from app.models.sandbox import Sandbox, SandboxEvent
 from app.models.simclock import ClockState, Replica
+from app.models.templates import ForkTemplate
 from app.models.team import ApiKey, Team
 from app.models.usage import UsageInterval
 
@@ -19,6 +21,7 @@ __all__ = [
     "BrowserSession",
     "ClockState",
     "Drift",
+    "ForkTemplate",
     "IdempotencyRecord",
     "OrgPlan",
     "PriceBook",
@@ -28,6 +31,7 @@ __all__ = [
     "SandboxEvent",
     "SigningSecret",
     "Team",
+    "UpstreamWork",
     "UsageInterval",
     "table_of",
 ]

@@ -39,6 +39,10 @@ class Team(Base):
     monthly_budget_credits: Mapped[Decimal | None] = mapped_column(Numeric(18, 4))
     budget_policy: Mapped[str] = mapped_column(String(16), server_default="block")
     budget_soft_threshold: Mapped[Decimal | None] = mapped_column(Numeric(5, 4))
+    # Upstream work the team may ask per hour; NULL takes the setting (app/metering.py).
+    hourly_forks: Mapped[int | None] = mapped_column(Integer)
+    hourly_starts: Mapped[int | None] = mapped_column(Integer)
+    hourly_sessions: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(Base):
