@@ -30,7 +30,7 @@ from app.deps import AdminActor, RuntimeDep
 from app.errors import NotFound, ServiceUnavailable
 from app.reconcile.leader import PeriodBusy, period_lock
 from app.reconcile.plan import MISSES_TO_CLOSE
-from app.reconcile.service import reconcile_once
+from app.reconcile.service import run_period
 from app.runtime import Runtime
 from app.upstream.simulator.remote import SimulatorClock, SimulatorUnreachable
 
@@ -74,13 +74,15 @@ async def advance_clock(body: ClockAdvance, actor: AdminActor, rt: RuntimeDep) -
 
 async def advance(rt: Runtime, seconds: float) -> ClockOut:
     control = simulator_clock(rt)
-    if rt.settings.reconcile_enabled:
-        # What runs now (a VM woken since the last poll, say) is seen before the jump, so its
-        # stretch is on the books when the jump hibernates it.
-        await _reconcile(rt, 1)
     try:
-        # No reconcile period and no upstream call that dates a move spans the jump.
+        # No reconcile period and no upstream call that dates a move runs while the clock
+        # jumps, nor until the jump's consequences are on the books: a call waiting for the
+        # jump (a hibernate, say) would otherwise meet a VM that hibernated itself hours ago
+        # and date the stop at its own, later time.
         async with period_lock(rt.engine, wait_seconds=WAIT_SECONDS), clock_gate.jump(rt.engine):
+            # What runs now (a VM woken since the last poll, say) is seen before the jump, so
+            # its stretch is on the books when the jump hibernates it.
+            await _reconcile(rt, 1)
             moved = await control.advance(seconds)
             replicas = 1
             if rt.simulator is None:
@@ -88,17 +90,16 @@ async def advance(rt: Runtime, seconds: float) -> ClockOut:
                 generation = await publish(rt, offset)
                 clock.CLOCK.set_offset(offset)
                 replicas = await wait_for_replicas(rt, generation)
+            # A jump of hours lands between two polls: what the upstream did in it (VMs that
+            # hibernated themselves) is observed with the two consecutive misses that close
+            # an interval.
+            await _reconcile(rt, MISSES_TO_CLOSE)
     except SimulatorUnreachable as exc:
         raise ServiceUnavailable(f"The simulator did not move its clock: {exc}") from exc
     except PeriodBusy as exc:
         raise ServiceUnavailable("A reconcile period is still running.") from exc
     finally:
         await control.aclose()
-    if rt.settings.reconcile_enabled:
-        # A jump of hours lands between two polls: what the upstream did in it (VMs that
-        # hibernated themselves) is observed before anything else can happen to them, with
-        # the two consecutive misses that close an interval.
-        await _reconcile(rt, MISSES_TO_CLOSE)
     return ClockOut(
         now=clock.now(),
         offset_seconds=clock.CLOCK.offset.total_seconds(),
@@ -108,11 +109,11 @@ async def advance(rt: Runtime, seconds: float) -> ClockOut:
 
 
 async def _reconcile(rt: Runtime, periods: int) -> None:
+    """Periods run under the jump's period lock."""
+    if not rt.settings.reconcile_enabled:
+        return
     for _ in range(periods):
-        try:
-            await reconcile_once(rt, wait_seconds=WAIT_SECONDS)
-        except PeriodBusy as exc:
-            raise ServiceUnavailable("A reconcile period is still running.") from exc
+        await run_period(rt)
 
 
 async def publish(rt: Runtime, offset: timedelta) -> int:

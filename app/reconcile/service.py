@@ -80,12 +80,13 @@ async def reconcile_once(
 ) -> RunSummary:
     """Run one period now. Raises `PeriodBusy` if another period holds the lock after
     `wait_seconds`."""
-    replica = replica or replica_name(rt.settings)
     async with period_lock(rt.engine, wait_seconds=wait_seconds):
-        return await _run(rt, replica)
+        return await run_period(rt, replica=replica)
 
 
-async def _run(rt: Runtime, replica: str) -> RunSummary:
+async def run_period(rt: Runtime, *, replica: str | None = None) -> RunSummary:
+    """One period, for a caller that already holds the period lock (a clock jump does)."""
+    replica = replica or replica_name(rt.settings)
     began = time.perf_counter()
     started_at = clock.now()
     async with transaction(rt.sessions) as session:

@@ -5,6 +5,7 @@ which the reconciler's inferred interval end matches."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,6 +15,7 @@ import pytest
 
 from app.db import create_engine, migrate
 from app.runtime import Runtime
+from app.settings import Settings
 from tests import processes
 from tests.conftest import ADMIN_KEY
 from tests.database import recreate
@@ -82,6 +84,39 @@ class TestInProcess:
             response = await http.post(ADVANCE, json={"seconds": 60}, headers=factories.ADMIN)
         assert response.status_code == 404
         assert response.headers["content-type"].startswith("application/problem+json")
+
+
+class TestCallsWaitingForAJump:
+    """A call sent while the clock jumps runs after what the jump did is on the books."""
+
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return settings.model_copy(update={"reconcile_enabled": True})
+
+    async def test_a_start_sent_during_the_jump_meets_the_hibernation_recorded(
+        self, client: httpx.AsyncClient, sim: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers, hibernation_timeout_seconds=300)
+        await reconcile(runtime)  # seen running, with its last activity
+        before = (await sim.get("/_simulator/clock")).json()["offset_seconds"]
+        jump = asyncio.create_task(
+            client.post(ADVANCE, json={"seconds": 86400}, headers=factories.ADMIN)
+        )
+        # The simulator has jumped (and hibernated the VM); Corral has not recorded it yet.
+        # Polled: the jump is another request's, with no event to wait on.
+        moved = 0.0
+        while moved < 86400:
+            await asyncio.sleep(0.001)
+            moved = (await sim.get("/_simulator/clock")).json()["offset_seconds"] - before
+        started = await client.post(f"/v1/sandboxes/{created['id']}/start", headers=headers)
+        assert (await jump).status_code == 200
+        assert started.status_code == 200, started.text
+        first, *_ = (await vm(sim, created["upstream_id"]))["ledger"]["stretches"]
+        earlier, *_ = await intervals(runtime, created["id"])
+        # Closed when the VM hibernated itself, not when the start met it stopped.
+        assert earlier.ended_at is not None
+        assert abs(earlier.ended_at - at(first["ended_at"])) < timedelta(seconds=1)
 
 
 SIM_KEY = "clock-simulator-key"
