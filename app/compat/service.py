@@ -14,8 +14,15 @@ exactly those of the native API. The mapping:
 
 Ids. The facade speaks upstream ids; each is resolved to the caller's team's sandbox, and
 another team's sandbox (or a deleted one, or an unknown id) is the upstream's 404, so a key
-learns nothing about other teams. A fork source that Corral does not know as a sandbox is a
-template, and the new sandbox is the caller's team's.
+learns nothing about other teams. A fork source is what `app.templates.service.fork_source`
+allows, the rule of the native create too: the caller's own sandbox, the default template, or
+a template an admin allowed; anything else is refused (403, the same whether or not it exists),
+and the new sandbox is the caller's team's.
+
+Shell credentials. A start's answer holds the VM's pitcher, pint and reconnect tokens: a shell
+on it. `/vm/{id}/start` and a fork with `start_options` therefore need `sessions:write`
+(checked before anything changes) and record what they hand out like a minted session
+(`sessions.record_start`, via `csb-start`; never the tokens).
 
 Owner. The key's bound owner, or the `X-Corral-Owner` header of an unbound key, acts like an
 owner-bound key for the request: new sandboxes get that owner, and only that owner's
@@ -28,9 +35,11 @@ sandbox. A deleted or unknown sandbox is still 404.
 
 Sessions are minted by `app.sessions.service.mint` (admission when the sandbox is stopped, the
 resume, the upstream call, the record and the audit row), honouring the session id the SDK
-chose. The answer is the upstream's `VMCreateSessionResponse`: the session service keeps only
-what the SDK reads from it (token, URL, workspace path), so `username` is the session id (how
-the upstream names the Linux user) and `capabilities` is empty.
+chose, except for an owner-bound caller: it always gets its owner's session id (session ids
+are computable, so honouring one would let it become another person's Linux user). The answer
+is the upstream's `VMCreateSessionResponse`: the session service keeps only what the SDK reads
+from it (token, URL, workspace path), so `username` is the session id used (how the upstream
+names the Linux user) and `capabilities` is empty.
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ from app.sandboxes import service as sandboxes
 from app.sandboxes.schemas import SandboxCreate, SandboxFork, SandboxPatch
 from app.sandboxes.states import FINAL, SandboxState
 from app.sessions import service as sessions
+from app.templates import service as templates
 from app.usage import ledger
 
 MAX_PAGE_SIZE = 50
@@ -101,6 +111,9 @@ async def resolve(rt: Runtime, actor: Actor, upstream_id: str) -> Sandbox:
 
 
 async def fork(rt: Runtime, actor: Actor, source: str, body: ForkRequest) -> lifecycle.Outcome:
+    if body.start_options is not None:
+        # Refused before the fork, not after it: the start's answer is a shell.
+        sessions.authorise_shell(actor)
     options = body.start_options or StartRequest()
     wakeup = options.automatic_wakeup_config
     common: dict[str, Any] = {
@@ -112,21 +125,32 @@ async def fork(rt: Runtime, actor: Actor, source: str, body: ForkRequest) -> lif
         "start": body.start_options is not None,
         "automatic_wakeup": True if wakeup is None or wakeup.http is None else wakeup.http,
     }
+    assert actor.team_id is not None
     async with transaction(rt.sessions) as session:
-        known = await repository.get_by_upstream_id(session, source, team_id=None)
-    if known is not None:
-        # A sandbox Corral knows (any team's, or unmanaged) is never treated as a template.
-        own = _visible(actor, known)
-        return await creation.fork(rt, actor, own.id, SandboxFork(**common))
-    spec = creation.create_spec(rt, actor, SandboxCreate(template=source, **common))
-    return await creation.create(rt, actor, spec)
+        own = await templates.fork_source(
+            session,
+            actor,
+            source,
+            team_id=actor.team_id,
+            default_template=rt.settings.default_template,
+        )
+    if own is not None:
+        outcome = await creation.fork(rt, actor, own.id, SandboxFork(**common))
+    else:
+        spec = creation.create_spec(rt, actor, SandboxCreate(template=source, **common))
+        outcome = await creation.create(rt, actor, spec)
+    if outcome.start is not None:
+        await sessions.record_start(rt, actor, outcome.sandbox, outcome.start, via="csb-start")
+    return outcome
 
 
 async def start(
     rt: Runtime, actor: Actor, upstream_id: str, body: StartRequest
 ) -> lifecycle.Outcome:
     """Start or resume. Options apply to a stopped sandbox before it boots (a running VM keeps
-    its settings, as upstream); a tier above `max_tier` is refused before anything changes."""
+    its settings, as upstream); a tier above `max_tier`, or a caller without `sessions:write`
+    (the answer is a shell), is refused before anything changes."""
+    sessions.authorise_shell(actor)
     sandbox = await resolve(rt, actor, upstream_id)
     if sandbox.state != "running":
         changes: dict[str, Any] = {}
@@ -140,7 +164,10 @@ async def start(
         wakeup = body.automatic_wakeup_config
         if wakeup is not None and wakeup.http is not None:
             await _set_automatic_wakeup(rt, actor, sandbox.id, wakeup.http)
-    return await sandboxes.start(rt, actor, sandbox.id)
+    outcome = await sandboxes.start(rt, actor, sandbox.id)
+    assert outcome.start is not None, "a start always carries the upstream's answer"
+    await sessions.record_start(rt, actor, outcome.sandbox, outcome.start, via="csb-start")
+    return outcome
 
 
 async def _set_automatic_wakeup(rt: Runtime, actor: Actor, sandbox_id: str, http: bool) -> None:
@@ -181,7 +208,8 @@ async def create_session(
     rt: Runtime, actor: Actor, upstream_id: str, *, session_id: str, permission: str
 ) -> dict[str, Any]:
     sandbox = await resolve(rt, actor, upstream_id)
-    # An owner-bound caller mints as its owner; the SDK's id only names the Linux user.
+    # An owner-bound caller mints as its owner, and as its owner's Linux user: the id the SDK
+    # sent is not honoured, since anyone can compute another person's.
     minted = await sessions.mint(
         rt,
         actor,
@@ -189,11 +217,11 @@ async def create_session(
         user=actor.owner or session_id,
         permission=permission,
         via="csb",
-        session_id=session_id,
+        session_id=None if actor.owner is not None else session_id,
     )
     answer = minted.session
     return {
-        "username": session_id,
+        "username": answer.sessionId,
         "pitcher_token": answer.pitcherToken,
         "pitcher_url": answer.pitcherURL,
         "user_workspace_path": answer.userWorkspacePath,

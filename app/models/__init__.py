@@ -2,7 +2,7 @@
 
 from app.models.audit import AuditEntry
 from app.models.base import Base, table_of
-from app.models.browser import BrowserSession, SigningSecret
+from app.models.browser import BrowserSession, BrowserTokenKey
 from app.models.idempotency import IdempotencyRecord
 from app.models.metering import UpstreamWork
 from app.models.org import OrgPlan
@@ -10,8 +10,8 @@ from app.models.pricing import PriceBook
 from app.models.reconcile import Drift, ReconcileRun
 from app.models.sandbox import Sandbox, SandboxEvent
 from app.models.simclock import ClockState, Replica
-from app.models.templates import ForkTemplate
 from app.models.team import ApiKey, Team
+from app.models.templates import ForkTemplate
 from app.models.usage import UsageInterval
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "AuditEntry",
     "Base",
     "BrowserSession",
+    "BrowserTokenKey",
     "ClockState",
     "Drift",
     "ForkTemplate",
@@ -29,7 +30,6 @@ __all__ = [
     "Replica",
     "Sandbox",
     "SandboxEvent",
-    "SigningSecret",
     "Team",
     "UpstreamWork",
     "UsageInterval",

@@ -3,7 +3,8 @@
 The fork is never retried blindly: when its answer is lost, the sandbox is looked up by its
 `corral-op-<operation id>` tag instead, so a lost answer never makes a second sandbox. Every
 created sandbox carries that tag upstream, which is also how the reconciler finds a create whose
-process died. See `lifecycle` for the states and phases.
+process died. What may be forked at all is `app.templates.service.fork_source` (DESIGN §15),
+checked before anything is recorded. See `lifecycle` for the states and phases.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import string
 import uuid
 from dataclasses import dataclass
 
-from app import clock
+from app import clock, metering
 from app.admission import service as admission
 from app.db import transaction
 from app.errors import InvalidState, OwnerMismatch, TeamRequired, Unprocessable, WrongTeam
@@ -26,6 +27,7 @@ from app.sandboxes import access, lifecycle, transitions
 from app.sandboxes.schemas import TAG_PATTERN, SandboxCreate, SandboxFork
 from app.sandboxes.states import FINAL, SandboxState
 from app.sandboxes.transitions import Audit, Birth
+from app.templates import service as templates
 from app.upstream.errors import UpstreamError, UpstreamNotFound, UpstreamUnavailable
 from app.upstream.problems import to_problem
 
@@ -134,6 +136,18 @@ async def create(
         upstream_last_active_at=None,
     )
     async with transaction(rt.sessions) as session:
+        # Before any record or upstream call; the same refusal whether or not the id exists.
+        await templates.fork_source(
+            session,
+            actor,
+            spec.template,
+            team_id=spec.team_id,
+            default_template=rt.settings.default_template,
+        )
+        # Metered before admission, whose org lock every replica's starts wait for.
+        charge = await metering.charge(
+            session, rt.settings, actor, spec.team_id, metering.creating(spec.start)
+        )
         if spec.start:
             await admission.admit(
                 session,
@@ -173,11 +187,13 @@ async def create(
         if isinstance(err, UpstreamUnavailable) and err.maybe_applied:
             upstream_id, lookup_failed = await _find_by_operation(rt, operation_id)
             if upstream_id is None and lookup_failed:
+                await metering.refund(rt.engine, charge, err)
                 await _settle_create_failure(
                     rt, actor, sandbox.id, err, to_state=SandboxState.UNKNOWN
                 )
                 raise to_problem(err, sandbox_id=sandbox.id)
         if upstream_id is None:
+            await metering.refund(rt.engine, charge, err)
             await _settle_create_failure(rt, actor, sandbox.id, err, to_state=SandboxState.FAILED)
             if isinstance(err, UpstreamNotFound):
                 raise Unprocessable(
@@ -189,7 +205,13 @@ async def create(
     assert upstream_id is not None
     if spec.start:
         return await lifecycle.start_reserved(
-            rt, actor, sandbox, action="sandbox.create", revert_to=None, upstream_id=upstream_id
+            rt,
+            actor,
+            sandbox,
+            action="sandbox.create",
+            revert_to=None,
+            upstream_id=upstream_id,
+            charged=charge.of(metering.Work.START),
         )
     async with transaction(rt.sessions) as session:
         sandbox = await lifecycle.reload(session, sandbox.id)

@@ -3,7 +3,8 @@
 A mint, whoever asks (an API key, a browser token, the `/csb` facade):
 
     authorise (scope by permission, owner binding) → take a rate-limit slot (one short
-    transaction: per-(team, user) advisory lock, count the window, insert the record)
+    transaction: per-(team, user) advisory lock, count the window, insert the record, and
+    charge one session to the team's and the key's hourly meter, `app.metering`)
     → start the sandbox (admitted when it is not running; RUNNING when it is)
     → upstream POST /vm/{id}/sessions → settle the record with the boot type, audit.
 
@@ -15,6 +16,9 @@ Invariants:
 - An owner-bound key mints only on its owner's sandboxes and only for its owner as the user:
   otherwise it could act as another person's Linux user, whose home may hold that person's
   git credentials. Browser tokens inherit the rule from the key that issued them.
+- A start's answer through the facade (pitcher, pint, reconnect tokens) is a shell too: it
+  reaches only a caller with `sessions:write`, and each one is recorded like a mint
+  (`record_start`, the VM's own session, so its session id is empty).
 - The rate limit holds across replicas: the count and the insert run under one Postgres
   advisory lock per (team, user). A failed mint gives its slot back.
 - No transaction is open across an upstream call.
@@ -30,7 +34,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock, metrics
+from app import clock, metering, metrics
 from app.audit import service as audit
 from app.db import transaction
 from app.errors import Forbidden, InvalidState, MissingScope, OwnerBinding, TooManyRequests
@@ -53,6 +57,9 @@ from app.upstream.problems import to_problem
 from app.upstream.schemas import SessionResult, StartResult
 
 SESSION_ID_LENGTH = 20
+# A mint is metered as one session, charged before its start (itself metered when it wakes
+# the VM), so a refused mint sends nothing upstream.
+SESSION_WORK = (metering.Work.SESSION,)
 
 
 def session_id_for(team_id: str, user: str) -> str:
@@ -136,13 +143,15 @@ async def mint(
             at,
         )
         record_id, sid = record.id, record.session_id
+        charge = await metering.charge(session, rt.settings, actor, sandbox.team_id, SESSION_WORK)
     try:
         sandbox, started, created = await _resume_and_create(rt, actor, sandbox, sid, permission)
-    except BaseException:
+    except BaseException as exc:
         # The slot is given back; a process that dies here leaves an unsettled row, which
         # still counts for one window but is never listed as a minted session.
         async with transaction(rt.sessions) as session:
             await repository.discard(session, record_id)
+        await metering.refund(rt.engine, charge, exc)
         raise
     async with transaction(rt.sessions) as session:
         await repository.settle(session, record_id, started.bootup_type)
@@ -229,6 +238,67 @@ def _answer(
     )
 
 
+# --- shell credentials of a start ---------------------------------------------------------
+
+# What a start's record holds as its session id: the VM's own session has none upstream.
+START_SESSION_ID = ""
+
+
+def authorise_shell(actor: Actor) -> None:
+    """A start's answer (pitcher, pint and reconnect tokens) is a shell on the VM, so it
+    needs what a write session needs."""
+    if not actor.has("sessions:write"):
+        raise MissingScope("sessions:write")
+
+
+async def record_start(
+    rt: Runtime, actor: Actor, sandbox: Sandbox, started: StartResult, *, via: str
+) -> None:
+    """Record the shell credentials a start hands out, as a minted session is recorded (never
+    the tokens): the VM's own session, for the sandbox's owner ("" when it has none)."""
+    at = clock.now()
+    handed = [
+        name
+        for name, token in (
+            ("pitcher", started.pitcher_token),
+            ("pint", started.pint_token),
+            ("reconnect", started.reconnect_token),
+        )
+        if token
+    ]
+    async with transaction(rt.sessions) as session:
+        record = await repository.add(
+            session,
+            BrowserSession(
+                sandbox_id=sandbox.id,
+                team_id=sandbox.team_id,
+                user=sandbox.owner or "",
+                session_id=START_SESSION_ID,
+                permission="write",
+                key_id=actor.key_id,
+                via=via,
+                bootup_type=started.bootup_type,
+                minted_at=at,
+            ),
+        )
+        await audit.record(
+            session,
+            actor=actor.key_id,
+            action="session.mint",
+            team_id=sandbox.team_id,
+            target=sandbox.id,
+            detail={
+                "record": record.id,
+                "user": record.user,
+                "session_id": START_SESSION_ID,
+                "permission": "write",
+                "via": via,
+                "bootup_type": started.bootup_type,
+                "credentials": handed,
+            },
+        )
+
+
 # --- records -------------------------------------------------------------------------------
 
 
@@ -265,7 +335,7 @@ async def issue_browser_token(
             "Browser tokens are issued by team keys; an admin key has no team to bind.",
             kind="team-key-required",
         )
-    secret = await tokens.signing_secret(rt)
+    signing_key = await tokens.signing_key(rt)
     at = clock.now()
     async with transaction(rt.sessions) as session:
         sandbox = await access.load(session, actor, sandbox_id)
@@ -293,7 +363,7 @@ async def issue_browser_token(
             },
         )
     return BrowserTokenOut(
-        token=tokens.encode(claims, secret),
+        token=tokens.encode(claims, signing_key),
         sandbox_id=sandbox.id,
         user=body.user,
         permission=body.permission,
@@ -305,11 +375,10 @@ async def mint_for_browser(rt: Runtime, token: str, sandbox_hint: str | None) ->
     """Trade a browser token for a fresh session. The token must verify, be unexpired, and
     its issuing key must still be valid; the page may name the sandbox it expects (Corral's
     or the upstream id), which must be the token's."""
-    secret = await tokens.signing_secret(rt)
     at = clock.now()
-    claims = tokens.decode(token, secret, at=at)
+    claims = await tokens.verify(rt, token, at=at)
     async with transaction(rt.sessions) as session:
-        key = await repository.get_key(session, claims.kid)
+        key = await repository.get_key(session, claims.key)
         if (
             key is None
             or key.team_id != claims.team

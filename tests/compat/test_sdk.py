@@ -98,8 +98,16 @@ async def test_sdk_lifecycle_goes_through_corral(
     assert all(line["ended_at"] is not None for line in cost["lines"])
     async with runtime.sessions() as session:
         records = (await session.scalars(select(BrowserSession))).all()
-    assert [(r.sandbox_id, r.session_id, r.permission, r.via) for r in records] == [
-        (mine["id"], "alice", "read", "csb")
+    assert [
+        (r.sandbox_id, r.session_id, r.permission, r.via) for r in records if r.via == "csb"
+    ] == [(mine["id"], "alice", "read", "csb")]
+    # Every start answer the SDK got (it holds the VM's shell tokens) is recorded as well.
+    doomed = native[steps["delete"]["id"]]["id"]
+    assert [(r.sandbox_id, r.bootup_type) for r in records if r.via == "csb-start"] == [
+        (mine["id"], "FORK"),
+        (mine["id"], "RESUME"),
+        (mine["id"], "CLEAN"),
+        (doomed, "FORK"),
     ]
     # The other team's sandbox was never touched.
     assert (await _native(client, other))[theirs["upstream_id"]]["state"] == "running"

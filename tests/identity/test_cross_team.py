@@ -28,7 +28,8 @@ CROSS_TEAM: dict[tuple[str, str], tuple[dict[str, Any] | None, int]] = {
     ("POST", "/v1/sandboxes/{sandbox_id}/browser-tokens"): ({"user": "x"}, 404),
     ("GET", "/v1/sandboxes/{sandbox_id}/cost"): (None, 404),
     # The SDK facade names sandboxes by their upstream id, and answers in the upstream's shape.
-    ("POST", "/csb/sandbox/{upstream_id}/fork"): ({}, 404),
+    # A fork source outside the rule is refused the same whether or not it exists (403).
+    ("POST", "/csb/sandbox/{upstream_id}/fork"): ({}, 403),
     ("GET", "/csb/sandbox/{upstream_id}"): (None, 404),
     ("POST", "/csb/vm/{upstream_id}/start"): ({}, 404),
     ("POST", "/csb/vm/{upstream_id}/hibernate"): (None, 404),
@@ -51,6 +52,11 @@ CROSS_TEAM: dict[tuple[str, str], tuple[dict[str, Any] | None, int]] = {
     ("POST", "/v1/admin/keys/{key_id}/rotate"): ({}, 403),
     ("GET", "/v1/admin/keys/{key_id}"): (None, 403),
     ("DELETE", "/v1/admin/keys/{key_id}"): (None, 403),
+    ("PUT", "/v1/admin/fork-templates/{upstream_id}"): (None, 403),
+    ("DELETE", "/v1/admin/fork-templates/{upstream_id}"): (None, 403),
+    ("GET", "/v1/admin/teams/{team}/fork-templates"): (None, 403),
+    ("PUT", "/v1/admin/teams/{team}/fork-templates/{upstream_id}"): (None, 403),
+    ("DELETE", "/v1/admin/teams/{team}/fork-templates/{upstream_id}"): (None, 403),
 }
 
 
@@ -88,8 +94,11 @@ async def test_other_teams_resources_are_invisible(
         path = template.format(**values)
         response = await client.request(method, path, json=body, headers=other_headers)
         assert response.status_code == expected, (method, template, response.text)
-        if template.startswith("/csb/"):
+        if template.startswith("/csb/") and expected == 404:
             assert response.json() == {"success": False, "errors": ["Sandbox not found"]}
+            continue
+        if template.startswith("/csb/"):
+            assert response.json()["errors"][0].startswith(f"{sandbox['upstream_id']!r} is not")
             continue
         assert response.headers["content-type"].startswith("application/problem+json")
         if expected == 404:

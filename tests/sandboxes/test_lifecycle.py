@@ -152,8 +152,10 @@ class TestCreate:
         assert (await vms(sim))[created["upstream_id"]]["state"] != "running"
         assert await intervals(runtime, created["id"]) == []
 
-    async def test_unknown_template_is_422_and_recorded_failed(self, client, sim):
+    async def test_allowed_template_missing_upstream_is_422_and_recorded_failed(self, client, sim):
         headers = await factories.team_with_key(client)
+        allowed = await client.put("/v1/admin/fork-templates/nosuch", headers=factories.ADMIN)
+        assert allowed.status_code == 201, allowed.text
         response = await client.post("/v1/sandboxes", json={"template": "nosuch"}, headers=headers)
         assert response.status_code == 422
         assert response.headers["content-type"].startswith("application/problem+json")
