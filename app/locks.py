@@ -20,9 +20,13 @@ import, and a new lock takes the next free number here rather than a literal at 
     CLOCK_GATE        724007  session `clock_gate.turn` (shared, each upstream call that dates
                                      a move) and `operations.clock.advance` (exclusive, the
                                      jump of a simulated clock): no call spans a jump
+    UPSTREAM_WORK     724008  xact   `metering.charge`: the first half of the two-int keys
+                                     (class, team) and (class, key) serialising the count and
+                                     the insert of one team's and one key's upstream work
 
-Postgres keeps one-bigint and two-int keys apart, so `SESSION_RATE` could not collide with the
-others; it still takes a distinct value so that each number has exactly one meaning.
+Postgres keeps one-bigint and two-int keys apart, so `SESSION_RATE` and `UPSTREAM_WORK` could
+not collide with the others; each still takes a distinct value so that each number has exactly
+one meaning.
 """
 
 from __future__ import annotations
@@ -39,3 +43,4 @@ class Lock(IntEnum):
     BUDGET_ENFORCE = 724005
     SESSION_RATE = 724006
     CLOCK_GATE = 724007
+    UPSTREAM_WORK = 724008

@@ -74,6 +74,12 @@ SESSIONS_MINTED = Counter(
     ["via"],
     registry=REGISTRY,
 )
+UPSTREAM_WORK_REFUSED = Counter(
+    "corral_upstream_work_refused_total",
+    "Forks, starts and sessions refused by the hourly meter, by limit and scope (team, key).",
+    ["limit", "scope"],
+    registry=REGISTRY,
+)
 BUDGET_HIBERNATIONS = Counter(
     "corral_budget_hibernations_total",
     "Sandboxes hibernated because their team's budget was exhausted.",

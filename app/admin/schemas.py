@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -10,13 +10,22 @@ from app.admission.schemas import TeamLimits
 from app.inputs import Instant, Owner, RequestBody
 from app.tiers import Tier
 
+# Upstream work a team may ask per hour (app/metering.py); null takes the setting.
+HourlyLimit = Annotated[int | None, Field(ge=1, le=1_000_000)]
 
-class TeamCreate(RequestBody):
+
+class TeamHourly(RequestBody):
+    hourly_forks: HourlyLimit = None
+    hourly_starts: HourlyLimit = None
+    hourly_sessions: HourlyLimit = None
+
+
+class TeamCreate(TeamHourly):
     id: str = Field(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
     name: str = Field(min_length=1, max_length=200)
 
 
-class TeamPatch(RequestBody):
+class TeamPatch(TeamHourly):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     max_concurrent: int | None = Field(default=None, ge=0, le=100_000)
     max_concurrent_per_owner: int | None = Field(default=None, ge=0, le=100_000)
@@ -37,8 +46,15 @@ class TeamIdentity(BaseModel):
     created_at: datetime
 
 
-class TeamOut(TeamLimits, TeamIdentity):
-    """A team: who it is, then its limits (fields of the bases in reverse MRO order)."""
+class TeamHourlyOut(BaseModel):
+    hourly_forks: int | None
+    hourly_starts: int | None
+    hourly_sessions: int | None
+
+
+class TeamOut(TeamHourlyOut, TeamLimits, TeamIdentity):
+    """A team: who it is, then its limits (fields of the bases in reverse MRO order); a null
+    hourly limit is the setting's."""
 
     model_config = ConfigDict(from_attributes=True)
 

@@ -23,8 +23,17 @@ from app.models import ApiKey, Team
 
 async def create_team(session: AsyncSession, actor: Actor, body: TeamCreate) -> Team:
     team = await identity_service.create_team(session, team_id=body.id, name=body.name)
+    # Hourly limits may be set at birth; the ones not sent take the settings.
+    limits = body.model_dump(exclude_unset=True, exclude={"id", "name"})
+    if limits:
+        team = await identity_service.update_team(session, team.id, limits)
     await audit.record(
-        session, actor=actor.key_id, action="team.create", team_id=team.id, target=team.id
+        session,
+        actor=actor.key_id,
+        action="team.create",
+        team_id=team.id,
+        target=team.id,
+        detail={k: str(v) if v is not None else None for k, v in limits.items()},
     )
     return team
 

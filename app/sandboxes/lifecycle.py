@@ -29,10 +29,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock, clock_gate
+from app import clock, clock_gate, metering
 from app.audit import service as audit
 from app.db import autocommit, transaction
-from app.errors import SandboxBusy
+from app.errors import SandboxBusy, TooManyRequests
 from app.identity.actor import Actor
 from app.models import Sandbox
 from app.runtime import Runtime
@@ -135,21 +135,29 @@ async def start_reserved(
     action: str,
     revert_to: SandboxState | None,
     upstream_id: str,
+    charged: metering.Charge | None = None,
 ) -> Outcome:
     """Phase 2 and 3 of a start whose `starting` reservation is committed. `reserved` is the
     row as committed in phase 1, only read here; `action` names the audit row.
 
+    Every start sent upstream is metered here (`metering`), unless the caller charged it
+    already (`charged`: a create charges its start with its fork). A start refused by the
+    meter gives the reservation back, as one the upstream refused does.
+
     A start that certainly did not happen gives the reservation back (a create's becomes
-    `failed` and its fork is removed). One that may have happened never does: the VM is
-    looked up at once, and is recorded running if it is listed so, else `unknown`, which
-    keeps its slot until the reconciler knows."""
+    `failed` and its fork is removed), and its unit of the meter. One that may have happened
+    never does: the VM is looked up at once, and is recorded running if it is listed so, else
+    `unknown`, which keeps its slot until the reconciler knows."""
     sandbox_id = reserved.id
     options = start_options(reserved)
+    unit = charged or await _charge_start(rt, actor, reserved, action=action, revert_to=revert_to)
     # A move is dated when its call was sent, which is when the upstream acts on it: the
     # ledger's start and end then carry the same offset from the upstream's own.
     async with clock_gate.turn(rt.settings, rt.engine):
         began = clock.now()
         started, err = await call_upstream(lambda: rt.upstream.start(upstream_id, options))
+    if err is not None:
+        await metering.refund(rt.engine, unit, err)
     if started is not None:
         detail = {"bootup_type": started.bootup_type}
         settled = await transitions.settle(
@@ -219,6 +227,35 @@ async def start_reserved(
         raise to_problem(err, sandbox_id=sandbox_id)
     assert started is not None
     return Outcome(sandbox, started.bootup_type, started)
+
+
+async def _charge_start(
+    rt: Runtime, actor: Actor, reserved: Sandbox, *, action: str, revert_to: SandboxState | None
+) -> metering.Charge:
+    """The start's unit of the meter; when refused, the sandbox goes back where it was."""
+    # A create charges its start with its fork, so a start charged here always has a state
+    # to go back to.
+    assert revert_to is not None
+    try:
+        async with transaction(rt.sessions) as session:
+            return await metering.charge(
+                session, rt.settings, actor, reserved.team_id, (metering.Work.START,)
+            )
+    except TooManyRequests as refusal:
+        detail = {"refused": refusal.extra["limit"], "scope": refusal.extra["scope"]}
+        async with transaction(rt.sessions) as session:
+            sandbox = await reload(session, reserved.id)
+            if sandbox.state == SandboxState.STARTING:
+                await transitions.move(
+                    session,
+                    sandbox,
+                    revert_to,
+                    cause="api",
+                    actor=actor.key_id,
+                    detail=detail,
+                    audit=Audit(action, detail, outcome="refused"),
+                )
+        raise
 
 
 async def _settle_uncertain_start(

@@ -13,6 +13,8 @@
   short transactions, no transaction across the upstream call), and a sandbox that is no
   longer running by then is left alone. Each sandbox it hibernates counts once in
   `corral_budget_hibernations_total{team}`.
+- The same job prunes the hourly meter of upstream work (`metering.prune`): the reconcile
+  leader runs it after every period, so the meter's table holds about one hour of rows.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
+from app import clock, metering
 from app.db import transaction
 from app.errors import AppError
 from app.identity.actor import Actor
@@ -162,6 +164,7 @@ async def enforce_budgets(rt: Runtime, at: datetime | None = None) -> int:
         if not locked:
             return 0
         try:
+            await metering.prune(rt.engine, at)
             async with transaction(rt.sessions) as session:
                 targets = await exhausted_running(session, at, timezone=rt.settings.budget_timezone)
             hibernated = 0
