@@ -16,10 +16,11 @@ parameters and headers of every domain share (DESIGN §11, §15).
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 from urllib.parse import unquote_to_bytes
 
 from pydantic import (
@@ -30,6 +31,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     WrapValidator,
     field_validator,
@@ -58,11 +60,28 @@ def has_nul(path: str, query_string: bytes) -> bool:
     return NUL in path or b"\x00" in unquote_to_bytes(query_string)
 
 
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field of type `annotation` may hold a boolean (bool or Any, at any depth)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_admits_bool(arg) for arg in get_args(annotation))
+
+
 class RequestBody(BaseModel):
     """The base of every request body: unknown fields are refused (STYLE), and so is a NUL in
     any text."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # Pydantic's lax mode reads `true` as 1 for an int or a float: `{"seconds": true}` is
+        # a client's mistake, not a second.
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and not _admits_bool(field.annotation):
+            raise PydanticCustomError("bool_not_allowed", "A boolean is not allowed here.")
+        return value
 
     @field_validator("*", mode="after")
     @classmethod
@@ -145,7 +164,18 @@ def check_instant(moment: datetime) -> datetime:
     return moment
 
 
+# The start of an ISO-8601 date-time: what the API documents an instant as.
+_ISO_DATE = re.compile(r"\s*[+-]?\d{4,}-\d{2}-\d{2}")
+
+
 def _with_offset(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # Pydantic would also read a number, or a string of one, as Unix time: `to=0.5` is far
+    # likelier a mistake than 1970-01-01T00:00:00.5Z, and no client is told it may send one.
+    if isinstance(value, int | float) or (isinstance(value, str) and not _ISO_DATE.match(value)):
+        raise PydanticCustomError(
+            "datetime_format",
+            "An instant is an ISO-8601 date-time with an offset, e.g. 2026-03-01T09:00:00Z.",
+        )
     try:
         return handler(value)
     except ValidationError as exc:

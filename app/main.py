@@ -11,7 +11,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from app import clock
+from app import clock, openapi
 from app.admin.endpoints import router as admin_router
 from app.admission.endpoints import router as admission_router
 from app.audit.endpoints import router as audit_router
@@ -39,7 +39,9 @@ from app.runtime import Runtime
 from app.sandboxes.endpoints import router as sandboxes_router
 from app.sessions.cors import BrowserCORS
 from app.sessions.endpoints import router as sessions_router
+from app.sessions.key_endpoints import router as browser_token_keys_router
 from app.settings import Settings
+from app.templates.endpoints import router as templates_router
 from app.upstream.client import Observer, UpstreamClient
 from app.usage.endpoints import router as usage_router
 from app.usage.warning import BudgetWarning
@@ -49,6 +51,13 @@ log = logging.getLogger("corral")
 
 class StartupError(RuntimeError):
     """Corral cannot start as configured (the message says why)."""
+
+
+# What each secret a real deployment must set is for, in the message that refuses the start.
+PRODUCTION_SECRETS = {
+    "CORRAL_BROWSER_TOKEN_SECRET": "the root browser tokens are signed from, >= 32 characters",
+    "CORRAL_METRICS_TOKEN": "the bearer /metrics requires, >= 16 characters",
+}
 
 
 def build_upstream(
@@ -89,6 +98,12 @@ def build_upstream(
 
 
 async def build_runtime(settings: Settings) -> Runtime:
+    if missing := settings.missing_production_secrets():
+        raise StartupError(
+            f"CORRAL_UPSTREAM={settings.upstream_mode} needs {' and '.join(missing)} ("
+            + "; ".join(f"{name}: {PRODUCTION_SECRETS[name]}" for name in missing)
+            + "). Generate one with `openssl rand -hex 32`."
+        )
     engine = create_engine(database_url(settings))
     await migrate(engine)
     # Every upstream attempt feeds the latency/error metrics and the circuit /readyz reports.
@@ -191,8 +206,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     if runtime is not None:
         app.state.runtime = runtime
     install_handlers(app)
+    openapi.install(app)
     app.include_router(sandboxes_router)
     app.include_router(admin_router)
+    app.include_router(templates_router)
     app.include_router(admission_router)
     app.include_router(reconcile_router)
 
@@ -202,6 +219,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     app.include_router(usage_router)
     app.include_router(sessions_router)
+    app.include_router(browser_token_keys_router)
     app.include_router(compat_router)
 
     app.add_middleware(BrowserCORS, origins=settings.browser_origins)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import clock, inputs
@@ -51,7 +52,19 @@ async def get_team(session: AsyncSession, team_id: str) -> Team:
 
 
 async def update_team(session: AsyncSession, team_id: str, changes: Mapping[str, Any]) -> Team:
-    """Set the given fields (names of `Team` columns) on a live team."""
+    """Set the given fields (names of `Team` columns) on a live team. A null for a column that
+    always has a value (`guaranteed`, `budget_policy`) is refused (422), not sent to the
+    database to fail there as a 500."""
+    required = [
+        name
+        for name, value in changes.items()
+        if value is None and not sa_inspect(Team).columns[name].nullable
+    ]
+    if required:
+        raise Unprocessable(
+            f"{', '.join(sorted(required))} cannot be null; send a value.",
+            kind="null-not-allowed",
+        )
     team = await get_team(session, team_id)
     for name, value in changes.items():
         setattr(team, name, value)

@@ -21,13 +21,14 @@ from datetime import datetime, timedelta
 
 import asyncpg
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from app import clock, clock_gate
 from app.db import transaction
 from app.deps import AdminActor, RuntimeDep
 from app.errors import NotFound, ServiceUnavailable
+from app.inputs import RequestBody
 from app.reconcile.leader import PeriodBusy, period_lock
 from app.reconcile.plan import MISSES_TO_CLOSE
 from app.reconcile.service import run_period
@@ -47,8 +48,7 @@ MAX_ADVANCE_SECONDS = 366 * 86400
 router = APIRouter(prefix="/v1/admin/clock", tags=["admin"])
 
 
-class ClockAdvance(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ClockAdvance(RequestBody):
     seconds: float = Field(gt=0, le=MAX_ADVANCE_SECONDS)
 
 
