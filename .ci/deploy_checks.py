@@ -10,6 +10,8 @@ line and the script exits non-zero if any failed. Checks:
   resources assembled here) validates with kubernetes-validate --strict, and holds an API
   Deployment of >= 2 replicas, a migration Job, a Service, an HPA, a PodDisruptionBudget, a
   ServiceMonitor and a PrometheusRule whose groups equal deploy/prometheus/alerts.yml;
+- the Deployment and the compose file set the secrets a replica on the real upstream needs
+  (the browser-token secret, the metrics token) from secrets, never optional;
 - every metric that the alert rules and the Grafana dashboard query is one Corral exports.
 """
 
@@ -215,6 +217,26 @@ def kubernetes_shape() -> None:
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
+# What a replica on the real upstream refuses to start without (app/main.py).
+PRODUCTION_SECRETS = ("CORRAL_BROWSER_TOKEN_SECRET", "CORRAL_METRICS_TOKEN")
+
+
+@check("Deployment and compose set the browser-token secret and metrics token from secrets")
+def production_secrets() -> None:
+    [container] = one("Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    for name in PRODUCTION_SECRETS:
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == "corral-secrets" and not ref.get("optional"), name
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    corral = compose["services"]["corral"]["environment"]
+    for name in PRODUCTION_SECRETS:
+        # Required from the environment (`${VAR:?...}`), never written in the file.
+        assert str(corral[name]).startswith("${" + name + ":?"), name
+    monitor = one("ServiceMonitor")["spec"]["endpoints"][0]["authorization"]["credentials"]
+    assert monitor["key"] == env["CORRAL_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]["key"]
+
+
 @check("ServiceMonitor scrapes the Service's port at /metrics")
 def service_monitor() -> None:
     monitor = one("ServiceMonitor")
@@ -283,6 +305,7 @@ def main() -> int:
         build,
         kubernetes_validate,
         kubernetes_shape,
+        production_secrets,
         service_monitor,
         prometheus_rule,
         alert_metrics,

@@ -17,6 +17,7 @@ from app.upstream.client import UpstreamClient
 if TYPE_CHECKING:
     # Only for the annotation: the collector's budget queries import this module.
     from app.metrics_collector import DatabaseGauges
+    from app.sessions.signing_keys import KeyRing
 
 
 @dataclass
@@ -33,5 +34,6 @@ class Runtime:
     circuit: UpstreamCircuit = field(default_factory=UpstreamCircuit)
     # `/metrics`'s scrape-time gauges, made on the first scrape (`operations.gauges_of`).
     gauges: DatabaseGauges | None = None
-    # The browser-token signing secret, read from the database once (app/sessions/tokens.py).
-    signing_secret: bytes | None = None
+    # The browser-token signing keys this replica accepts, made on first use and reloaded
+    # every few seconds (app/sessions/signing_keys.py).
+    browser_token_keys: KeyRing | None = None

@@ -72,16 +72,19 @@ class Settings(BaseSettings):
     # How long a team's budget status is reused for the Corral-Budget-Warning header.
     budget_warning_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
+    # The one bearer /metrics accepts; unset, only an admin key may scrape (a real deployment
+    # must set it: see `missing_production_secrets`).
     metrics_token: SecretStr | None = Field(
-        default=None, description="When set, /metrics requires Authorization: Bearer <token>."
+        default=None, description="The bearer /metrics requires (at least 16 characters)."
     )
     metrics_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     # An upstream outage is shared by every replica, so by default it shows in /readyz without
     # failing it (failing would empty the Service and take the database-only routes down too).
     ready_requires_upstream: bool = False
 
-    # Browser sessions (DESIGN §6). Tokens are signed with this secret when set (the same in
-    # every replica); absent, a secret generated once is kept in the database.
+    # Browser sessions (DESIGN §6). The root the browser-token signing keys are derived from,
+    # the same in every replica and never stored; absent (embedded and simulated set-ups
+    # only), the admin key or a root kept in data_dir stands in (app/sessions/signing_keys.py).
     browser_token_secret: SecretStr | None = Field(default=None)
     # Origins whose pages may fetch `/v1/browser/session` (CORS), comma-separated or JSON; exact
     # origins only, never `*`.
@@ -89,6 +92,16 @@ class Settings(BaseSettings):
     # At most this many sessions per (team, user) per window, counted across replicas.
     session_rate_limit: int = Field(default=30, ge=1)
     session_rate_window_seconds: int = Field(default=60, ge=1, le=3600)
+
+    # Upstream work per hour (app/metering.py): each team's (a team's own `hourly_*` overrides
+    # these) and each key's, so that no team, and no one key, spends the organisation's hourly
+    # upstream limits for the others. Well under the upstream's own hourly limits by default.
+    team_hourly_forks: int = Field(default=500, ge=1, le=1_000_000)
+    team_hourly_starts: int = Field(default=1000, ge=1, le=1_000_000)
+    team_hourly_sessions: int = Field(default=2000, ge=1, le=1_000_000)
+    key_hourly_forks: int = Field(default=250, ge=1, le=1_000_000)
+    key_hourly_starts: int = Field(default=500, ge=1, le=1_000_000)
+    key_hourly_sessions: int = Field(default=1000, ge=1, le=1_000_000)
 
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
@@ -109,6 +122,25 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("CORRAL_BROWSER_TOKEN_SECRET must be at least 32 characters")
         return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("CORRAL_METRICS_TOKEN must be at least 16 characters")
+        return value
+
+    def missing_production_secrets(self) -> list[str]:
+        """The secrets a deployment on the real upstream must configure and does not: without
+        them browser tokens would be signed from a stand-in root and /metrics would answer
+        admin keys only, neither fit for several replicas behind a scraper."""
+        if self.upstream_mode != "codesandbox":
+            return []
+        wanted = {
+            "CORRAL_BROWSER_TOKEN_SECRET": self.browser_token_secret,
+            "CORRAL_METRICS_TOKEN": self.metrics_token,
+        }
+        return [name for name, value in wanted.items() if value is None]
 
     @field_validator("browser_origins", mode="before")
     @classmethod

@@ -562,7 +562,8 @@ class Run:
     async def scrape(self, replica: Replica) -> None:
         """The replica's upstream error counters, before it dies or is stopped."""
         with contextlib.suppress(httpx.HTTPError):
-            text = (await self.http.get(replica.process.url + "/metrics", timeout=5)).text
+            url = replica.process.url + "/metrics"
+            text = (await self.http.get(url, headers=ADMIN, timeout=5)).text
             counters: dict[str, float] = {}
             pattern = r"^corral_upstream_errors_total\{([^}]*)\} ([0-9.e+]+)$"
             for line in text.splitlines():

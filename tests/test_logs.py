@@ -165,7 +165,7 @@ async def test_no_secret_leaks_anywhere(
     await call("POST", "/v1/sandboxes", json={"tier": "Nano", "bogus": 1}, headers=team)
     await call("GET", "/healthz")
     await call("GET", "/readyz")
-    await call("GET", "/metrics")
+    await call("GET", "/metrics", headers=ADMIN)
 
     formatter = JsonFormatter()
     logs = "\n".join(formatter.format(r) for r in caplog.records)

@@ -149,7 +149,7 @@ class TestScenario:
     async def test_no_sandbox_ids_or_owners_in_any_label(self, client: httpx.AsyncClient) -> None:
         headers = await factories.team_with_key(client, "team-a")
         created = await factories.sandbox(client, headers, owner="carol@corp")
-        response = await client.get("/metrics")
+        response = await client.get("/metrics", headers=factories.ADMIN)
         assert created["id"] not in response.text
         assert created["upstream_id"] not in response.text if created.get("upstream_id") else True
         assert "carol@corp" not in response.text
@@ -157,7 +157,7 @@ class TestScenario:
     async def test_every_exported_gauge_is_in_the_exposition(
         self, client: httpx.AsyncClient
     ) -> None:
-        response = await client.get("/metrics")
+        response = await client.get("/metrics", headers=factories.ADMIN)
         names = {family.name for family in text_string_to_metric_families(response.text)}
         assert set(GAUGE_NAMES) <= names
 

@@ -31,12 +31,17 @@ class BrowserSession(Base):
     minted_at: Mapped[datetime] = mapped_column(default=clock.now)
 
 
-class SigningSecret(Base):
-    """A secret generated once and shared by every replica (e.g. the browser-token key), for
-    deployments that do not configure one."""
+class BrowserTokenKey(Base):
+    """A browser-token signing key: its id (the tokens' `kid` header), its public salt and its
+    lifetime. The key itself is never stored: it is derived from the configured root secret
+    and the salt (app/sessions/signing_keys.py), so this row alone signs nothing."""
 
-    __tablename__ = "signing_secrets"
+    __tablename__ = "browser_token_keys"
 
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    kid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    salt: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
+    # Replicas sign with it from here on; until then they only accept it.
+    activates_at: Mapped[datetime]
+    # It verifies until here (None: until a later key replaces it).
+    retires_at: Mapped[datetime | None]

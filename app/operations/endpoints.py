@@ -5,6 +5,10 @@
 head; the upstream circuit state is shown, and fails readiness only with
 `CORRAL_READY_REQUIRES_UPSTREAM=true`. The upstream mode (simulator or codesandbox) is in both
 answers and in `corral_upstream_mode`, so a simulated deployment cannot pass unnoticed.
+
+`/metrics` is closed by default, because its labels name every team and its gauges show each
+one's spend: with `CORRAL_METRICS_TOKEN` set it answers that bearer only; without it, admin
+keys only (a deployment on the real upstream cannot start without the token).
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from prometheus_client.registry import Collector
 
 from app import metrics
 from app.db import migrations_current
-from app.deps import RuntimeDep
-from app.errors import BearerRejected
+from app.deps import RuntimeDep, authenticate
+from app.errors import BearerRejected, Forbidden, Unauthorized
 from app.metrics_collector import DatabaseGauges
 from app.operations.circuit import STATES
 from app.runtime import Runtime
@@ -76,16 +80,43 @@ class _Exposition:
             yield from collector.collect()
 
 
-@router.get("/metrics", response_class=Response)
-async def scrape(request: Request, rt: RuntimeDep) -> Response:
+class MetricsClosed(Unauthorized):
+    kind = "metrics-closed"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+CLOSED = (
+    "/metrics is closed: no CORRAL_METRICS_TOKEN is set, so it answers admin keys only. Set "
+    "CORRAL_METRICS_TOKEN and scrape with Authorization: Bearer <token>, or present an admin key."
+)
+
+
+async def authorise_scrape(request: Request, rt: Runtime) -> None:
+    """The metrics token when one is set (and nothing else); otherwise an admin key."""
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    presented = presented.strip() if scheme.lower() == "bearer" else ""
     token = rt.settings.metrics_token
     if token is not None:
-        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        valid = scheme.lower() == "bearer" and hmac.compare_digest(
-            presented.strip().encode(), token.get_secret_value().encode()
-        )
-        if not valid:
-            raise BearerRejected("/metrics needs the metrics token: Authorization: Bearer <token>.")
+        if not hmac.compare_digest(presented.encode(), token.get_secret_value().encode()):
+            raise BearerRejected(
+                "/metrics needs the metrics token: Authorization: Bearer <CORRAL_METRICS_TOKEN>."
+            )
+        return
+    if not presented:
+        raise MetricsClosed(CLOSED)
+    try:
+        actor = await authenticate(request, rt)
+    except BearerRejected as exc:
+        raise MetricsClosed(CLOSED) from exc
+    if not actor.is_admin:
+        raise Forbidden(CLOSED, kind="metrics-closed")
+
+
+@router.get("/metrics", response_class=Response)
+async def scrape(request: Request, rt: RuntimeDep) -> Response:
+    await authorise_scrape(request, rt)
     for mode in ("simulator", "codesandbox"):
         metrics.UPSTREAM_MODE.labels(mode).set(1 if mode == rt.settings.upstream_mode else 0)
     state = rt.circuit.state

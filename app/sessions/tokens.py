@@ -4,47 +4,51 @@ A product backend asks Corral for one (`POST /v1/sandboxes/{id}/browser-tokens`)
 to its page; the page presents it to `POST /v1/browser/session` whenever the browser SDK calls
 `getSession`, and gets a fresh session without ever holding an API key.
 
-Format: a JWT-shaped compact token, `base64url(header).base64url(claims).base64url(signature)`,
-signed with HMAC-SHA256. Verification accepts exactly one header, `{"alg":"HS256","typ":"JWT"}`:
-`alg: none`, other algorithms and any header change are refused before the claims are read,
-and the signature is compared in constant time.
+Format: a JWT (RFC 7519) signed HS256 by PyJWT, header `{"alg", "kid", "typ"}` where `kid`
+names the signing key (app/sessions/signing_keys.py: keys derived from a configured root,
+rotated with an overlap). Claims: `iss` corral, `aud` corral-browser-session, `sub` the
+person, `team`, `sbx` (Corral's sandbox id), `perm` (read | write), `key` (the API key that
+issued it: revoking that key kills the token), `iat`, `exp` (at most 15 minutes on), `jti`.
 
-The signing secret must be the same in every replica. It is `CORRAL_BROWSER_TOKEN_SECRET`
-when set; otherwise a random 32-byte secret generated once and kept in the `signing_secrets`
-table (the first replica to need it inserts it, `ON CONFLICT DO NOTHING`, and every replica
-reads back the one row that won). Changing the setting invalidates outstanding tokens, which
-live at most 15 minutes.
+Verification, each refusal an `InvalidToken` (401):
+
+- every segment is canonical base64url: the alphabet only, no padding, and no stray bits in
+  the last character, so a token has one spelling only. PyJWT accepts padded segments (some
+  issuers pad), and which spellings it takes has changed between its releases: Corral
+  decides that itself, before PyJWT reads the token;
+- the header carries nothing but `alg`, `kid`, `typ`; `kid` names a key that verifies now;
+- PyJWT checks the signature with `algorithms=["HS256"]` only (so `alg: none` and any other
+  algorithm are refused), the audience and issuer, and that every claim is present;
+- expiry is checked against Corral's clock (`app.clock`), not PyJWT's wall clock, because with
+  a simulated upstream the two differ; the claims' types are checked last.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
-import json
+import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
+import jwt
 
-from app.db import transaction
 from app.errors import Unauthorized
-from app.models import SigningSecret
 from app.runtime import Runtime
+from app.sessions import signing_keys
+from app.sessions.signing_keys import SigningKey
 
-HEADER = {"alg": "HS256", "typ": "JWT"}
+ALGORITHM = "HS256"
 ISSUER = "corral"
 AUDIENCE = "corral-browser-session"
-SECRET_NAME = "browser-token"
-_ENCODED_HEADER = (
-    base64.urlsafe_b64encode(json.dumps(HEADER, separators=(",", ":")).encode())
-    .rstrip(b"=")
-    .decode()
-)
+HEADER_FIELDS = frozenset({"alg", "kid", "typ"})
+REQUIRED_CLAIMS = ["iss", "aud", "sub", "team", "sbx", "perm", "key", "iat", "exp", "jti"]
+# Far above any token Corral issues (~400 bytes): a larger one is refused unread.
+MAX_TOKEN_LENGTH = 4096
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class InvalidToken(Unauthorized):
@@ -62,7 +66,7 @@ class BrowserClaims:
     team: str
     sbx: str  # Corral's sandbox id
     perm: str  # read | write
-    kid: str  # the API key that issued the token; revoking it kills the token
+    key: str  # the API key that issued the token; revoking it kills the token
     iat: int
     exp: int
     jti: str
@@ -74,26 +78,6 @@ class BrowserClaims:
         return datetime.fromtimestamp(self.exp, UTC)
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    if not text or any(c not in _B64URL for c in text):
-        raise InvalidToken("The browser token is malformed.")
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidToken("The browser token is malformed.") from exc
-
-
-_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-
-
-def _sign(secret: bytes, signing_input: str) -> bytes:
-    return hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
-
-
 def new_claims(
     *, user: str, team: str, sandbox_id: str, permission: str, key_id: str, at: datetime, ttl: int
 ) -> BrowserClaims:
@@ -103,48 +87,79 @@ def new_claims(
         team=team,
         sbx=sandbox_id,
         perm=permission,
-        kid=key_id,
+        key=key_id,
         iat=issued,
         exp=issued + ttl,
         jti=secrets.token_urlsafe(12),
     )
 
 
-def encode(claims: BrowserClaims, secret: bytes) -> str:
-    payload = _b64(json.dumps(asdict(claims), separators=(",", ":"), sort_keys=True).encode())
-    signing_input = f"{_ENCODED_HEADER}.{payload}"
-    return f"{signing_input}.{_b64(_sign(secret, signing_input))}"
+def encode(claims: BrowserClaims, key: SigningKey) -> str:
+    return jwt.encode(asdict(claims), key.secret, algorithm=ALGORITHM, headers={"kid": key.kid})
 
 
-def decode(token: str, secret: bytes, *, at: datetime) -> BrowserClaims:
-    """The claims of a token this Corral signed and that has not expired, else InvalidToken."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise InvalidToken("The browser token is malformed.")
-    header, payload, signature = parts
-    # Only the one header Corral writes: this refuses `alg: none` and algorithm confusion
-    # without ever interpreting what the token claims about itself.
-    if not hmac.compare_digest(header.encode(), _ENCODED_HEADER.encode()):
-        raise InvalidToken("The browser token's header is not HS256.")
-    expected = _sign(secret, f"{header}.{payload}")
-    if not hmac.compare_digest(_unb64(signature), expected):
-        raise InvalidToken("The browser token's signature does not verify.")
+def canonical(segment: str) -> bool:
+    """Whether `segment` is the one base64url spelling (unpadded) of the bytes it decodes to."""
+    if not _SEGMENT.fullmatch(segment) or len(segment) % 4 == 1:
+        return False
     try:
-        raw: Any = json.loads(_unb64(payload))
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == segment
+
+
+def decode(token: str, keys: Mapping[str, bytes], *, at: datetime) -> BrowserClaims:
+    """The claims of a token signed by one of `keys` (by kid) that has not expired at `at`,
+    else InvalidToken."""
+    parts = token.split(".")
+    if len(token) > MAX_TOKEN_LENGTH or len(parts) != 3 or not all(map(canonical, parts)):
+        raise InvalidToken("The browser token is malformed.")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError as exc:
+        raise InvalidToken("The browser token is malformed.") from exc
+    if header.get("alg") != ALGORITHM or not header.keys() <= HEADER_FIELDS:
+        raise InvalidToken("The browser token's header is not Corral's HS256 header.")
+    kid = header.get("kid")
+    secret = keys.get(kid) if isinstance(kid, str) else None
+    if secret is None:
+        raise InvalidToken("The browser token's signing key is unknown or retired.")
+    try:
+        raw: Any = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            options={
+                "require": REQUIRED_CLAIMS,
+                "strict_aud": True,
+                # Checked below against Corral's clock.
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
+        )
+    except jwt.InvalidSignatureError as exc:
+        raise InvalidToken("The browser token's signature does not verify.") from exc
+    except (jwt.InvalidAudienceError, jwt.InvalidIssuerError) as exc:
+        raise InvalidToken("The browser token is not for this service.") from exc
+    except jwt.InvalidTokenError as exc:
+        raise InvalidToken("The browser token's claims are malformed.") from exc
+    try:
         claims = BrowserClaims(**raw)
-    except (ValueError, TypeError) as exc:
+    except TypeError as exc:
         raise InvalidToken("The browser token's claims are malformed.") from exc
     if not _well_typed(claims):
         raise InvalidToken("The browser token's claims are malformed.")
-    if claims.iss != ISSUER or claims.aud != AUDIENCE:
-        raise InvalidToken("The browser token is not for this service.")
     if claims.exp <= int(at.timestamp()):
         raise InvalidToken("The browser token has expired.")
     return claims
 
 
 def _well_typed(claims: BrowserClaims) -> bool:
-    texts = (claims.sub, claims.team, claims.sbx, claims.perm, claims.kid, claims.jti)
+    texts = (claims.sub, claims.team, claims.sbx, claims.perm, claims.key, claims.jti)
     times = (claims.iat, claims.exp)
     return (
         all(isinstance(value, str) for value in (*texts, claims.iss, claims.aud))
@@ -153,22 +168,10 @@ def _well_typed(claims: BrowserClaims) -> bool:
     )
 
 
-async def signing_secret(rt: Runtime) -> bytes:
-    """The secret every replica signs and verifies with (see the module docstring)."""
-    configured = rt.settings.browser_token_secret
-    if configured is not None:
-        return configured.get_secret_value().encode()
-    if rt.signing_secret is not None:
-        return rt.signing_secret
-    async with transaction(rt.sessions) as session:
-        await session.execute(
-            insert(SigningSecret)
-            .values(name=SECRET_NAME, secret=secrets.token_bytes(32))
-            .on_conflict_do_nothing(index_elements=["name"])
-        )
-        stored = await session.scalar(
-            select(SigningSecret.secret).where(SigningSecret.name == SECRET_NAME)
-        )
-    assert stored is not None
-    rt.signing_secret = stored
-    return stored
+async def signing_key(rt: Runtime) -> SigningKey:
+    """The key replicas sign with now."""
+    return await signing_keys.ring_of(rt).signing(rt)
+
+
+async def verify(rt: Runtime, token: str, *, at: datetime) -> BrowserClaims:
+    return decode(token, await signing_keys.ring_of(rt).verifying(rt), at=at)

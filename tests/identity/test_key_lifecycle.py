@@ -57,7 +57,7 @@ def advance_cache_clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], No
 @pytest.fixture
 async def other_replica(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     """A second replica: same database, its own key cache."""
-    app = create_app(runtime=replace(runtime, keys=KeyCache(), signing_secret=None))
+    app = create_app(runtime=replace(runtime, keys=KeyCache(), browser_token_keys=None))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://replica-b"
     ) as http:

@@ -15,6 +15,7 @@ from app.operations.circuit import UpstreamCircuit
 from app.runtime import Runtime
 from app.settings import Settings
 from tests.database import recreate
+from tests.fixtures.factories import ADMIN
 
 
 def open_circuit() -> UpstreamCircuit:
@@ -140,6 +141,6 @@ class TestRuntimeWiring:
         async for client in client_on(runtime):
             assert (await client.get("/healthz")).json()["upstream"] == "codesandbox"
             assert (await client.get("/readyz")).json()["upstream"] == "codesandbox"
-            metrics = (await client.get("/metrics")).text
+            metrics = (await client.get("/metrics", headers=ADMIN)).text
             assert 'corral_upstream_mode{mode="codesandbox"} 1.0' in metrics
             assert 'corral_upstream_mode{mode="simulator"} 0.0' in metrics

@@ -11,11 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from app.main import create_app
-from app.models import BrowserSession, SigningSecret
+from app.models import BrowserSession
 from app.runtime import Runtime
 from app.sessions import tokens
 from tests.fixtures import factories
@@ -81,13 +79,14 @@ class TestIssue:
         assert response.status_code == 201, response.text
         body = response.json()
         header, claims = _segments(body["token"])
-        assert header == {"alg": "HS256", "typ": "JWT"}
+        assert header == {"alg": "HS256", "kid": header["kid"], "typ": "JWT"}
+        assert isinstance(header["kid"], str) and header["kid"]
         assert claims["team"] == "search-ui"
         assert claims["sub"] == "alice"
         assert claims["sbx"] == sandbox["id"]
         assert claims["perm"] == "read"
         # Keys look like crl_<id>_<secret>: the token names the issuing key's id, not its secret.
-        assert headers["Authorization"].startswith(f"Bearer crl_{claims['kid']}_")
+        assert headers["Authorization"].startswith(f"Bearer crl_{claims['key']}_")
         assert claims["exp"] - claims["iat"] == 60
         expires = datetime.fromisoformat(body["expires_at"])
         assert before + timedelta(seconds=59) <= expires <= before + timedelta(seconds=62)
@@ -141,10 +140,10 @@ class TestTrade:
         self, client: httpx.AsyncClient, runtime: Runtime, sim: httpx.AsyncClient
     ) -> None:
         _, _, token = await _setup(client)
-        secret = await tokens.signing_secret(runtime)
-        claims = tokens.decode(token, secret, at=datetime.now(UTC))
+        key = await tokens.signing_key(runtime)
+        claims = await tokens.verify(runtime, token, at=datetime.now(UTC))
         past = int((datetime.now(UTC) - timedelta(seconds=1)).timestamp())
-        expired = tokens.encode(replace(claims, iat=past - 60, exp=past), secret)
+        expired = tokens.encode(replace(claims, iat=past - 60, exp=past), key)
         response = await _trade(client, expired)
         assert response.status_code == 401
         assert "expired" in response.json()["detail"]
@@ -195,7 +194,7 @@ class TestTrade:
         self, client: httpx.AsyncClient, sim: httpx.AsyncClient
     ) -> None:
         _, _, token = await _setup(client)
-        kid = _segments(token)[1]["kid"]
+        kid = _segments(token)[1]["key"]
         assert (await _trade(client, token)).status_code == 200
         revoked = await client.delete(f"/v1/admin/keys/{kid}", headers=factories.ADMIN)
         assert revoked.status_code in (200, 204), revoked.text
@@ -219,42 +218,6 @@ class TestTrade:
         await _trade(client, token, {"sandbox_id": "sbx_000000000000"})
         async with runtime.sessions() as session:
             assert await session.scalar(select(func.count()).select_from(BrowserSession)) == 0
-
-
-class TestSigningSecret:
-    async def test_replicas_share_the_generated_secret(
-        self, client: httpx.AsyncClient, runtime: Runtime, sim: httpx.AsyncClient
-    ) -> None:
-        """A token one replica issues is accepted by another (same database, own runtime)."""
-        _, _, token = await _setup(client)
-        other = Runtime(
-            settings=runtime.settings,
-            engine=runtime.engine,
-            sessions=runtime.sessions,
-            upstream=runtime.upstream,
-            simulator=runtime.simulator,
-        )
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_app(runtime=other)), base_url="http://b"
-        ) as replica:
-            response = await _trade(replica, token)
-        assert response.status_code == 200, response.text
-        async with runtime.sessions() as session:
-            rows = (await session.scalars(select(SigningSecret))).all()
-        assert [r.name for r in rows] == ["browser-token"] and len(rows[0].secret) == 32
-
-    async def test_configured_secret_signs_and_is_not_stored(
-        self, runtime: Runtime, settings: Any
-    ) -> None:
-        configured = Runtime(
-            settings=settings.model_copy(update={"browser_token_secret": SecretStr("s" * 40)}),
-            engine=runtime.engine,
-            sessions=runtime.sessions,
-            upstream=runtime.upstream,
-        )
-        assert await tokens.signing_secret(configured) == b"s" * 40
-        async with runtime.sessions() as session:
-            assert await session.scalar(select(func.count()).select_from(SigningSecret)) == 0
 
 
 class TestCORS:
