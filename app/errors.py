@@ -28,7 +28,9 @@ that several domains raise are defined here; one domain's own live in its module
     Unauthorized
     ├── BearerRejected           unauthorized            no usable bearer credential (always
     │                                                    with WWW-Authenticate: Bearer)
-    └── InvalidToken             invalid-browser-token   app.sessions.tokens
+    ├── InvalidToken             invalid-browser-token   app.sessions.tokens
+    └── MetricsClosed            metrics-closed          app.operations.endpoints (/metrics
+                                                         without its token or an admin key)
     PaymentRequired
     └── BudgetExhausted          budget-exhausted        app.admission.refusals
     Forbidden
@@ -38,19 +40,23 @@ that several domains raise are defined here; one domain's own live in its module
     ├── OwnerMismatch            owner-mismatch          an owner-bound key acting for another
     ├── OwnerBinding             owner-binding           an owner-bound key minting for another
     │                                                    user
-    └── TierNotAllowed           quota-exceeded          app.admission.refusals (max_tier)
+    ├── TierNotAllowed           quota-exceeded          app.admission.refusals (max_tier)
+    └── ForkSourceNotAllowed     fork-source-not-allowed app.templates.service (DESIGN §15)
     NotFound
     ├── SandboxNotFound          sandbox-not-found       a sandbox the caller may not see, or that
     │                                                    does not exist
     ├── TeamNotFound             not-found               a team that does not exist (or deleted)
-    └── KeyNotFound              not-found               app.identity.errors
+    ├── KeyNotFound              not-found               app.identity.errors
+    └── ForkTemplateNotFound     fork-template-not-found app.templates.service
     Conflict
     ├── InvalidState             invalid-state           the sandbox's state forbids the verb now
     ├── SandboxBusy              sandbox-busy            another call on the sandbox is in flight
     ├── IdempotencyInFlight      idempotency-in-flight   app.idempotency
     ├── ReconcileBusy            reconcile-busy          app.reconcile.runs
-    └── ReservedTeam             reserved-team           app.identity.errors (no key for
-                                                         `unassigned`)
+    ├── ReservedTeam             reserved-team           app.identity.errors (no key for
+    │                                                    `unassigned`)
+    └── DefaultTemplate          default-template        app.templates.service (the default
+                                                         template cannot be disallowed)
     Unprocessable
     ├── TeamRequired             team-required           an admin key did not name the team
     ├── UnknownScope             unknown-scope           app.identity.errors
@@ -58,7 +64,9 @@ that several domains raise are defined here; one domain's own live in its module
     ├── BadIdempotencyKey        bad-idempotency-key     app.idempotency
     └── IdempotencyKeyReused     idempotency-key-reused  app.idempotency
     TooManyRequests
-    └── QuotaExceeded            quota-exceeded          app.admission.refusals (the 429 limits)
+    ├── QuotaExceeded            quota-exceeded          app.admission.refusals (the 429 limits)
+    └── (upstream-work-limited, session-rate-limited: app.metering, app.sessions.service raise
+         TooManyRequests itself, naming the limit in `limit` and `scope`)
 """
 
 from __future__ import annotations
