@@ -80,6 +80,9 @@ async def fork_source(
 ) -> Sandbox | None:
     """The caller's sandbox when `source` is one, None when it is an allowed template;
     otherwise `ForkSourceNotAllowed`, the same whether or not `source` exists."""
+    # Most creates fork the default template: it needs no query.
+    if source == default_template:
+        return None
     known = await sandboxes_repository.get_by_upstream_id(
         session, source, team_id=access.visible_team(actor)
     )
@@ -88,7 +91,7 @@ async def fork_source(
         if known.state in FINAL:
             raise InvalidState(known.id, known.state, cannot="be forked")
         return known
-    if source == default_template or await repository.is_allowed(session, source, team_id):
+    if await repository.is_allowed(session, source, team_id):
         return None
     raise ForkSourceNotAllowed(source, team_id)
 
