@@ -86,6 +86,19 @@ BUDGET_HIBERNATIONS = Counter(
     ["team"],
     registry=REGISTRY,
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "corral_webhook_attempts_total",
+    "Webhook delivery attempts made by this replica, by event type and outcome (succeeded, "
+    "retrying, failed, disabled).",
+    ["type", "outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_DELAY = Histogram(
+    "corral_webhook_delivery_delay_seconds",
+    "From an event to its successful delivery, on Corral's clock.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200),
+    registry=REGISTRY,
+)
 
 # Scrape-time gauges (computed from the database by app/metrics_collector.py):
 #   corral_sandboxes_running{team,tier}          running sandboxes
@@ -95,6 +108,8 @@ BUDGET_HIBERNATIONS = Counter(
 #   corral_org_plan_limit                        the effective org limit
 #   corral_org_plan_headroom                     effective limit minus live sandboxes
 #   corral_unmanaged_sandboxes                   VMs running upstream that Corral did not start
+#   corral_webhook_events_total{type}            events written to the outbox (a counter)
+#   corral_webhook_deliveries{status}            deliveries by status (pending is the backlog)
 GAUGE_NAMES = (
     "corral_sandboxes_running",
     "corral_sandboxes_starting",
@@ -103,6 +118,8 @@ GAUGE_NAMES = (
     "corral_org_plan_limit",
     "corral_org_plan_headroom",
     "corral_unmanaged_sandboxes",
+    "corral_webhook_events_total",
+    "corral_webhook_deliveries",
 )
 
 

@@ -103,6 +103,19 @@ class Settings(BaseSettings):
     key_hourly_starts: int = Field(default=500, ge=1, le=1_000_000)
     key_hourly_sessions: int = Field(default=1000, ge=1, le=1_000_000)
 
+    # Webhooks (DESIGN §13). The SSRF guard: when set, endpoints may only point at these hosts
+    # (exact names, or `*.example.com` for its subdomains), checked when an endpoint is saved
+    # and again before every delivery; unset, any host is allowed.
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # How long one delivery attempt may take before it counts as failed and is retried.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # Attempts in flight at once to one endpoint, per replica: a slow endpoint holds at most
+    # this many of the worker's slots.
+    webhook_concurrency_per_endpoint: int = Field(default=4, ge=1, le=64)
+    # How often a worker looks for due retries when no new event has woken it.
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    webhook_worker_enabled: bool = True
+
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
 
@@ -152,6 +165,13 @@ class Settings(BaseSettings):
 
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("browser_origins")

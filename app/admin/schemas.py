@@ -4,11 +4,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from app.admission.schemas import TeamLimits
 from app.inputs import Instant, Owner, RequestBody
 from app.tiers import Tier
+from app.usage.budget import DEFAULT_THRESHOLDS
 
 # Upstream work a team may ask per hour (app/metering.py); null takes the setting.
 HourlyLimit = Annotated[int | None, Field(ge=1, le=1_000_000)]
@@ -25,6 +26,23 @@ class TeamCreate(TeamHourly):
     name: str = Field(min_length=1, max_length=200)
 
 
+def _distinct_ascending(thresholds: list[Decimal] | None) -> list[Decimal] | None:
+    if thresholds is None:
+        return None
+    if len(set(thresholds)) != len(thresholds):
+        raise ValueError("each threshold may appear once")
+    return sorted(thresholds)
+
+
+# Fractions of the monthly budget whose crossing is announced (`budget.threshold_crossed`);
+# reaching the budget itself is `budget.exhausted`, so 1 is not a threshold.
+Thresholds = Annotated[
+    list[Annotated[Decimal, Field(gt=0, lt=1, decimal_places=4)]] | None,
+    Field(max_length=10),
+    AfterValidator(_distinct_ascending),
+]
+
+
 class TeamPatch(TeamHourly):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     max_concurrent: int | None = Field(default=None, ge=0, le=100_000)
@@ -38,6 +56,8 @@ class TeamPatch(TeamHourly):
     monthly_budget_credits: Decimal | None = Field(default=None, ge=0, le=10**12, decimal_places=4)
     budget_policy: Literal["block", "hibernate"] | None = None
     budget_soft_threshold: Decimal | None = Field(default=None, gt=0, le=1, decimal_places=4)
+    # null: the default thresholds; []: none.
+    budget_thresholds: Thresholds = None
 
 
 class TeamIdentity(BaseModel):
@@ -57,6 +77,15 @@ class TeamOut(TeamHourlyOut, TeamLimits, TeamIdentity):
     hourly limit is the setting's."""
 
     model_config = ConfigDict(from_attributes=True)
+
+    budget_thresholds: list[Decimal] = Field(
+        description="Fractions of the monthly budget whose crossing sends a webhook event."
+    )
+
+    @field_validator("budget_thresholds", mode="before")
+    @classmethod
+    def _default_thresholds(cls, value: object) -> object:
+        return list(DEFAULT_THRESHOLDS) if value is None else value
 
 
 class KeyCreate(RequestBody):

@@ -21,6 +21,15 @@ from app.identity.service import IssuedKey
 from app.models import ApiKey, Team
 
 
+def _plain(value: object) -> object:
+    """A changed field as the audit row keeps it: decimals as strings, lists element-wise."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [str(item) for item in value]
+    return str(value)
+
+
 async def create_team(session: AsyncSession, actor: Actor, body: TeamCreate) -> Team:
     team = await identity_service.create_team(session, team_id=body.id, name=body.name)
     # Hourly limits may be set at birth; the ones not sent take the settings.
@@ -33,7 +42,7 @@ async def create_team(session: AsyncSession, actor: Actor, body: TeamCreate) -> 
         action="team.create",
         team_id=team.id,
         target=team.id,
-        detail={k: str(v) if v is not None else None for k, v in limits.items()},
+        detail={k: _plain(v) for k, v in limits.items()},
     )
     return team
 
@@ -51,7 +60,7 @@ async def update_team(session: AsyncSession, actor: Actor, team_id: str, body: T
         action="team.update",
         team_id=team_id,
         target=team_id,
-        detail={k: str(v) if v is not None else None for k, v in changes.items()},
+        detail={k: _plain(v) for k, v in changes.items()},
     )
     return team
 

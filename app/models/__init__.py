@@ -13,8 +13,16 @@ from app.models.simclock import ClockState, Replica
 from app.models.team import ApiKey, Team
 from app.models.templates import ForkTemplate
 from app.models.usage import UsageInterval
+from app.models.webhooks import (
+    AlertCondition,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 
 __all__ = [
+    "AlertCondition",
     "ApiKey",
     "AuditEntry",
     "Base",
@@ -33,5 +41,9 @@ __all__ = [
     "Team",
     "UpstreamWork",
     "UsageInterval",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
     "table_of",
 ]

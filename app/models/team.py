@@ -39,6 +39,9 @@ class Team(Base):
     monthly_budget_credits: Mapped[Decimal | None] = mapped_column(Numeric(18, 4))
     budget_policy: Mapped[str] = mapped_column(String(16), server_default="block")
     budget_soft_threshold: Mapped[Decimal | None] = mapped_column(Numeric(5, 4))
+    # The fractions of the budget whose crossing sends `budget.threshold_crossed`, ascending;
+    # NULL takes the default (app/webhooks/alerts.py), an empty list sends none.
+    budget_thresholds: Mapped[list[Decimal] | None] = mapped_column(ARRAY(Numeric(5, 4)))
     # Upstream work the team may ask per hour; NULL takes the setting (app/metering.py).
     hourly_forks: Mapped[int | None] = mapped_column(Integer)
     hourly_starts: Mapped[int | None] = mapped_column(Integer)

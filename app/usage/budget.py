@@ -40,6 +40,9 @@ from app.usage import periods, repository
 
 log = logging.getLogger(__name__)
 
+# The fractions of a budget whose crossing is announced, for a team that names none.
+DEFAULT_THRESHOLDS = (Decimal("0.5"), Decimal("0.8"), Decimal("0.9"))
+
 BUDGET_ACTOR = Actor(key_id="budget", team_id=None, scopes=frozenset({"admin"}), is_admin=True)
 
 
