@@ -42,7 +42,9 @@ EVENT_TYPES: dict[str, str] = {
     "org.plan_headroom_low": "Less than 10 % of the organisation's plan is free.",
     "org.plan_full": "Every VM the organisation's plan allows is live.",
     "sandbox.hibernated_by_budget": "A sandbox was hibernated because its team's budget ran out.",
-    "sandbox.unmanaged_found": "The reconciler found a VM running upstream that Corral did not start.",
+    "sandbox.unmanaged_found": (
+        "The reconciler found a VM running upstream that Corral did not start."
+    ),
     "reconcile.drift_found": "The reconciler found and repaired a difference with the upstream.",
 }
 

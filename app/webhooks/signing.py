@@ -31,8 +31,7 @@ def headers(
 ) -> dict[str, str]:
     """The three Standard Webhooks headers for one attempt, signed with every given secret."""
     signatures = [
-        Webhook(secret).sign(msg_id=message_id, timestamp=sent_at, data=body)
-        for secret in secrets_
+        Webhook(secret).sign(msg_id=message_id, timestamp=sent_at, data=body) for secret in secrets_
     ]
     return {
         "webhook-id": message_id,

@@ -54,6 +54,4 @@ def check(url: str, allowed: Sequence[str]) -> None:
     if port == 0:
         raise UnacceptableURL("the URL's port must not be 0")
     if not host_allowed(parts.hostname, allowed):
-        raise UnacceptableURL(
-            f"host {parts.hostname!r} is not in CORRAL_WEBHOOK_ALLOWED_HOSTS"
-        )
+        raise UnacceptableURL(f"host {parts.hostname!r} is not in CORRAL_WEBHOOK_ALLOWED_HOSTS")
