@@ -108,7 +108,8 @@ WEBHOOK_DELAY = Histogram(
 #   corral_org_plan_limit                        the effective org limit
 #   corral_org_plan_headroom                     effective limit minus live sandboxes
 #   corral_unmanaged_sandboxes                   VMs running upstream that Corral did not start
-#   corral_webhook_events_total{type}            events written to the outbox (a counter)
+#   corral_webhook_events_total{type}            events written to the outbox (a counter: its
+#                                                family is corral_webhook_events)
 #   corral_webhook_deliveries{status}            deliveries by status (pending is the backlog)
 GAUGE_NAMES = (
     "corral_sandboxes_running",
@@ -118,7 +119,7 @@ GAUGE_NAMES = (
     "corral_org_plan_limit",
     "corral_org_plan_headroom",
     "corral_unmanaged_sandboxes",
-    "corral_webhook_events_total",
+    "corral_webhook_events",
     "corral_webhook_deliveries",
 )
 

@@ -19,14 +19,14 @@ from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import clock
 from app.db import transaction
-from app.models import OrgPlan, Sandbox, Team, UsageInterval
+from app.models import OrgPlan, Sandbox, Team, UsageInterval, WebhookDelivery, WebhookEvent
 from app.sandboxes.states import LIVE, SandboxState
 from app.usage import budget
 
@@ -40,6 +40,8 @@ class Snapshot:
     plan_limit: int = 0
     live: int = 0
     unmanaged: int = 0
+    webhook_events: dict[str, int] = field(default_factory=dict)
+    webhook_deliveries: dict[str, int] = field(default_factory=dict)
 
     @property
     def headroom(self) -> int:
@@ -89,7 +91,16 @@ async def read_snapshot(session: AsyncSession, *, at: datetime, timezone: ZoneIn
         limit = plan.plan_limit
         if plan.observed_limit is not None:
             limit = min(limit, plan.observed_limit)
+    # Counted from the outbox, so every replica reports every event once, whoever wrote it.
+    events = await session.execute(
+        select(WebhookEvent.type, func.count()).group_by(WebhookEvent.type)
+    )
+    deliveries = await session.execute(
+        select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)
+    )
     return Snapshot(
+        webhook_events={kind: int(n) for kind, n in events},
+        webhook_deliveries={status: int(n) for status, n in deliveries},
         running={(team, tier): int(n) for team, tier, n in running_rows},
         starting={team: int(n) for team, n in starting_rows},
         burn_rate={team_id: rates.get(team_id, Decimal(0)) for team_id, _ in teams},
@@ -138,7 +149,7 @@ class _SnapshotCollector(Collector):
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         s = self.snapshot
         running = GaugeMetricFamily(
             "corral_sandboxes_running", "Running sandboxes.", labels=["team", "tier"]
@@ -185,3 +196,19 @@ class _SnapshotCollector(Collector):
             "Live sandboxes running upstream that Corral did not start.",
             value=s.unmanaged,
         )
+        written = CounterMetricFamily(
+            "corral_webhook_events",
+            "Webhook events written to the outbox, by type.",
+            labels=["type"],
+        )
+        for kind, n in sorted(s.webhook_events.items()):
+            written.add_metric([kind], n)
+        yield written
+        deliveries = GaugeMetricFamily(
+            "corral_webhook_deliveries",
+            "Webhook deliveries by status; pending is the backlog.",
+            labels=["status"],
+        )
+        for status in ("pending", "succeeded", "failed", "cancelled"):
+            deliveries.add_metric([status], s.webhook_deliveries.get(status, 0))
+        yield deliveries

@@ -85,7 +85,12 @@ class TeamOut(TeamHourlyOut, TeamLimits, TeamIdentity):
     @field_validator("budget_thresholds", mode="before")
     @classmethod
     def _default_thresholds(cls, value: object) -> object:
-        return list(DEFAULT_THRESHOLDS) if value is None else value
+        # Normalised, so the answer to a PATCH and a later GET show the same figures.
+        if value is None:
+            return list(DEFAULT_THRESHOLDS)
+        if isinstance(value, list):
+            return [Decimal(str(t)).normalize() for t in value]
+        return value
 
 
 class KeyCreate(RequestBody):

@@ -53,6 +53,7 @@ from app.sandboxes.states import SandboxState
 from app.tiers import TIERS, rank
 from app.usage import budget, ledger
 from app.usage import repository as usage_repository
+from app.webhooks import alerts
 
 PLAN_LIMITS = {"build": 10, "scale": 250}
 # The settings' default accounting timezone, for `admit` callers that do not pass theirs yet.
@@ -226,7 +227,8 @@ async def decide(
     locking anything: the dry run of `admit`."""
     plan = await load_plan(session, lock=False)
     limits = TeamLimits.of(team)
-    return await _decide(session, limits, effective_limit(plan), owner, tier, at, timezone)
+    refusal, _ = await _decide(session, limits, effective_limit(plan), owner, tier, at, timezone)
+    return refusal
 
 
 async def _decide(
@@ -237,16 +239,19 @@ async def _decide(
     tier: str,
     at: datetime,
     timezone: ZoneInfo,
-) -> AppError | None:
+) -> tuple[AppError | None, Usage | None]:
+    """The refusal (or None), and the live counts it was decided on (None when a limit that
+    does not depend on them refused)."""
     refusal = await precheck(session, team, tier=tier, at=at, timezone=timezone)
     if refusal is not None:
-        return refusal
+        return refusal, None
     # Prices are read only for a team whose burn rate is limited.
     rates = await rates_at(session, at) if team.max_credits_per_hour is not None else None
     now_used = await _usage(session, limit, team.id, owner, rates)
-    return capacity(
+    refusal = capacity(
         team, now_used, owner=owner, tier=tier, rate=None if rates is None else rates[tier]
     )
+    return refusal, now_used
 
 
 async def admit(
@@ -270,11 +275,14 @@ async def admit(
     if row is None:
         raise TeamNotFound(team_id)
     limit = _effective(row.plan_limit, row.observed_limit)
-    refusal = await _decide(session, TeamLimits.of(row), limit, owner, tier, at, timezone)
+    refusal, used = await _decide(session, TeamLimits.of(row), limit, owner, tier, at, timezone)
     limit_name = refusal.extra["limit"] if refusal is not None else "none"
     ADMISSIONS.labels(action, "refused" if refusal else "admitted", limit_name).inc()
     if refusal is not None:
         raise refusal
+    assert used is not None
+    # The VM that fills the plan tells so in its own transaction (DESIGN §13).
+    await alerts.note_admission(session, live_after=used.org_live + 1, limit=limit)
 
 
 async def check_resize(

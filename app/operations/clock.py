@@ -34,6 +34,7 @@ from app.reconcile.plan import MISSES_TO_CLOSE
 from app.reconcile.service import run_period
 from app.runtime import Runtime
 from app.upstream.simulator.remote import SimulatorClock, SimulatorUnreachable
+from app.webhooks import alerts
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ async def advance(rt: Runtime, seconds: float) -> ClockOut:
             # hibernated themselves) is observed with the two consecutive misses that close
             # an interval.
             await _reconcile(rt, MISSES_TO_CLOSE)
+            # The jump's spend is on the books: the alerts it crossed are told now, dated now.
+            await alerts.evaluate(rt)
     except SimulatorUnreachable as exc:
         raise ServiceUnavailable(f"The simulator did not move its clock: {exc}") from exc
     except PeriodBusy as exc:

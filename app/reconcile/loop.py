@@ -1,5 +1,6 @@
 """The reconcile loop every replica runs: try to lead, and while leading run one period every
-`CORRAL_RECONCILE_INTERVAL` seconds, followed by the budget job (`usage.budget`).
+`CORRAL_RECONCILE_INTERVAL` seconds, followed by the budget job (`usage.budget`) and the
+alert evaluation (`webhooks.alerts`).
 
 Followers retry the leader lock once a period, so when a leader dies another takes over within
 a period. A period whose upstream poll failed backs off exponentially (capped), keeping the
@@ -17,6 +18,7 @@ from app.reconcile.leader import Leadership, PeriodBusy
 from app.reconcile.service import reconcile_once, replica_name
 from app.runtime import Runtime
 from app.usage import budget
+from app.webhooks import alerts
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ class ReconcileLoop:
         self.failures = self.failures + 1 if summary.outcome == "failed" else 0
         if summary.outcome != "failed":
             await self.enforce_budgets()
+            await self.evaluate_alerts()
         return backoff(interval, self.failures)
 
     async def enforce_budgets(self) -> None:
@@ -83,3 +86,10 @@ class ReconcileLoop:
             await budget.enforce_budgets(self.rt)
         except Exception:
             log.exception("budget enforcement error")
+
+    async def evaluate_alerts(self) -> None:
+        """Then writes the budget and plan events the fresh figures call for (DESIGN §13)."""
+        try:
+            await alerts.evaluate(self.rt)
+        except Exception:
+            log.exception("alert evaluation error")

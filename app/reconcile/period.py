@@ -2,9 +2,9 @@
 
 A repair claims its rows (`repository.claim`: SKIP LOCKED, re-checked against what the period
 loaded), moves them through `app.sandboxes.transitions` (the row, the ledger, the event and the
-audit row, for the whole batch in one statement), records a drift row for each sandbox it moved,
-and commits. A batch that fails is retried sandbox by sandbox, so one bad sandbox is logged and
-skipped and never stops the period.
+audit row, for the whole batch in one statement), records a drift row and its webhook events
+for each sandbox it moved, and commits. A batch that fails is retried sandbox by sandbox, so
+one bad sandbox is logged and skipped and never stops the period.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from app.reconcile import repository
 from app.runtime import Runtime
 from app.sandboxes.transitions import Audit
 from app.upstream.schemas import RunningVM
+from app.webhooks import events
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,24 @@ async def record(
             for f in findings
         ],
     )
+    await events.emit_many(session, [event for f in findings for event in _events_of(f)])
     return Counter(f.kind for f in findings)
+
+
+def _events_of(finding: Finding) -> list[events.Event]:
+    """The webhook events a repaired drift is told by, in the transaction that repaired it."""
+    data = {
+        "kind": finding.kind,
+        "action": finding.action,
+        "sandbox_id": finding.sandbox_id,
+        "upstream_id": finding.upstream_id,
+        "detail": finding.detail,
+        "link": f"/v1/sandboxes/{finding.sandbox_id}",
+    }
+    told = [events.Event("reconcile.drift_found", data)]
+    if finding.kind == "unmanaged":
+        told.append(events.Event("sandbox.unmanaged_found", {**data, "team": "unassigned"}))
+    return told
 
 
 Repair = Callable[[Period, AsyncSession, Sequence[T]], Awaitable[Counter[str]]]

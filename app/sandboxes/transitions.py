@@ -8,7 +8,8 @@ A transition changes, in one statement and so atomically:
   moment. The one exception is `unknown` after a stop that may have happened: the interval
   stays open, neither closed nor split on a guess, until the upstream tells (DESIGN §11);
 - the sandbox event, with its cause and actor;
-- the audit row, when the move is the answer to a call or an automatic action.
+- the audit row, when the move is the answer to a call or an automatic action;
+- the webhook event the move causes, if any (a hibernation for budget: `_announce`).
 
 Every caller uses it: the API verbs (one move at a time), the facade and the budget job
 (through the verbs), and the reconciler (a batch at a time). A batch is the same statement as
@@ -41,6 +42,7 @@ from app import clock, context, unnest
 from app.models import Sandbox
 from app.sandboxes.states import SandboxState
 from app.usage import ledger
+from app.webhooks import events
 
 Database = AsyncSession | AsyncConnection
 
@@ -331,7 +333,40 @@ async def apply(db: Database, moves: Sequence[Move]) -> list[RowMapping]:
             "request_id": context.request_id.get(),
         },
     )
-    return list(result.mappings())
+    moved = list(result.mappings())
+    await _announce(db, moves, moved)
+    return moved
+
+
+async def _announce(db: Database, moves: Sequence[Move], moved: Sequence[RowMapping]) -> None:
+    """The webhook events a move is the cause of, in its transaction (DESIGN §13)."""
+    budget_stops = {
+        m.sandbox_id: m
+        for m in moves
+        if m.cause == "budget" and m.to_state == SandboxState.HIBERNATED != m.from_state
+    }
+    if not budget_stops:
+        return
+    await events.emit_many(
+        db,
+        [
+            events.Event(
+                "sandbox.hibernated_by_budget",
+                {
+                    "team": row["team_id"],
+                    "sandbox_id": row["id"],
+                    "owner": row["owner"],
+                    "tier": row["tier"],
+                    "hibernated_at": budget_stops[row["id"]].at.isoformat(),
+                    "link": f"/v1/sandboxes/{row['id']}",
+                },
+                team_id=row["team_id"],
+                at=budget_stops[row["id"]].at,
+            )
+            for row in moved
+            if row["id"] in budget_stops
+        ],
+    )
 
 
 async def insert(db: Database, births: Sequence[Birth]) -> list[RowMapping]:
