@@ -67,6 +67,9 @@ class Sandbox(Base):
     last_seen_running_at: Mapped[datetime | None]
     upstream_last_active_at: Mapped[datetime | None]
     missed_polls: Mapped[int] = mapped_column(Integer, server_default="0")
+    # When the reconciler last asked the upstream whether this stopped sandbox still exists
+    # (app/reconcile/sweep.py): the sweep asks the least recently checked first.
+    upstream_checked_at: Mapped[datetime | None]
 
     # A stop, delete or resize in flight: what it asked (`hibernated`, `shutdown`, `deleted`,
     # `resize:<tier>`) and when, written before the upstream call and cleared by the move that

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import unnest
 from app.models import Drift, OrgPlan, ReconcileRun, Sandbox, SandboxEvent
 from app.reconcile.plan import Row
-from app.sandboxes.states import LIVE, sql_list
+from app.sandboxes.states import LIVE, STOPPED, sql_list
 
 _ROW_COLUMNS = (
     Sandbox.id,
@@ -288,6 +288,30 @@ async def drifts_of(
         query = query.where(Drift.kind == kind)
     rows = await session.scalars(query.order_by(Drift.id.desc()).limit(limit))
     return list(rows)
+
+
+async def stopped_to_check(session: AsyncSession, *, before: datetime, limit: int) -> list[Row]:
+    """Stopped rows with an upstream id, least recently checked first, that stopped before
+    `before` and have no call in flight."""
+    query = (
+        select(*_ROW_COLUMNS)
+        .where(
+            Sandbox.state.in_(sorted(STOPPED)),
+            Sandbox.upstream_id.is_not(None),
+            Sandbox.pending_intent.is_(None),
+            Sandbox.state_changed_at < before,
+        )
+        .order_by(Sandbox.upstream_checked_at.asc().nulls_first(), Sandbox.id)
+        .limit(limit)
+    )
+    return [_row(values) for values in await session.execute(query)]
+
+
+async def mark_checked(session: AsyncSession, sandbox_ids: Sequence[str], at: datetime) -> None:
+    if sandbox_ids:
+        await session.execute(
+            update(Sandbox).where(Sandbox.id.in_(sandbox_ids)).values(upstream_checked_at=at)
+        )
 
 
 async def unmanaged_running(session: AsyncSession) -> list[Row]:

@@ -8,7 +8,7 @@ A period, run under the period lock (app/reconcile/leader.py):
 3. look up upstream, by their `corral-op-<id>` tag, the rows whose fork never answered;
 4. repair each drift kind (app/reconcile/period.py says how a repair runs; one module per
    kind: `running` for stopped_upstream, woken_upstream and tier_changed, `unmanaged`,
-   `unresolved`, `orphans`);
+   `unresolved`, `orphans`, and `sweep` for stopped sandboxes deleted outside Corral);
 5. store the observed `concurrent_vm_limit` and finish the run record.
 
 Every state change goes through `app.sandboxes.transitions`, the writer the API verbs use, so
@@ -31,7 +31,7 @@ from functools import partial
 
 from app import clock, metrics
 from app.db import transaction
-from app.reconcile import orphans, polled, repository, unmanaged, unresolved
+from app.reconcile import orphans, polled, repository, sweep, unmanaged, unresolved
 from app.reconcile.leader import period_lock
 from app.reconcile.period import BATCH_SIZE, Period, batched, guarded
 from app.reconcile.plan import Plan, classify, started_since
@@ -228,6 +228,7 @@ async def _repair(
         async with transaction(rt.sessions) as session:
             await repository.clear_intents(session, plan.stale_intents)
     await guarded("forks", partial(unresolved.remove_forks, period))
+    await guarded("sweep", partial(sweep.check_stopped, period))
     phases["repair"] = _ms_since(began)
     return period.drift
 

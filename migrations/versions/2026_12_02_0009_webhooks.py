@@ -1,5 +1,6 @@
 """webhooks: endpoints, the event outbox, deliveries and their attempts; alert conditions;
-teams.budget_thresholds
+teams.budget_thresholds; sandboxes.upstream_checked_at (the reconciler's sweep of stopped
+sandboxes)
 
 Revision ID: 0009
 Revises: 0008
@@ -19,6 +20,10 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.add_column(
+        "sandboxes",
+        sa.Column("upstream_checked_at", sa.DateTime(timezone=True), nullable=True),
+    )
     op.add_column(
         "teams",
         sa.Column("budget_thresholds", sa.ARRAY(sa.Numeric(5, 4)), nullable=True),
@@ -137,3 +142,4 @@ def downgrade() -> None:
     op.drop_table("webhook_events")
     op.drop_table("webhook_endpoints")
     op.drop_column("teams", "budget_thresholds")
+    op.drop_column("sandboxes", "upstream_checked_at")
