@@ -47,7 +47,9 @@ that several domains raise are defined here; one domain's own live in its module
     │                                                    does not exist
     ├── TeamNotFound             not-found               a team that does not exist (or deleted)
     ├── KeyNotFound              not-found               app.identity.errors
-    └── ForkTemplateNotFound     fork-template-not-found app.templates.service
+    ├── ForkTemplateNotFound     fork-template-not-found app.templates.service
+    ├── WebhookNotFound          webhook-not-found       app.webhooks.service (or deleted)
+    └── DeliveryNotFound         delivery-not-found      app.webhooks.service
     Conflict
     ├── InvalidState             invalid-state           the sandbox's state forbids the verb now
     ├── SandboxBusy              sandbox-busy            another call on the sandbox is in flight
@@ -55,14 +57,18 @@ that several domains raise are defined here; one domain's own live in its module
     ├── ReconcileBusy            reconcile-busy          app.reconcile.runs
     ├── ReservedTeam             reserved-team           app.identity.errors (no key for
     │                                                    `unassigned`)
-    └── DefaultTemplate          default-template        app.templates.service (the default
-                                                         template cannot be disallowed)
+    ├── DefaultTemplate          default-template        app.templates.service (the default
+    │                                                    template cannot be disallowed)
+    └── DeliveryNotRetryable     delivery-not-retryable  app.webhooks.service (cancelled, or
+                                                         its endpoint deleted)
     Unprocessable
     ├── TeamRequired             team-required           an admin key did not name the team
     ├── UnknownScope             unknown-scope           app.identity.errors
     │   └── AdminScopeOnTeamKey  unknown-scope           app.identity.errors
     ├── BadIdempotencyKey        bad-idempotency-key     app.idempotency
-    └── IdempotencyKeyReused     idempotency-key-reused  app.idempotency
+    ├── IdempotencyKeyReused     idempotency-key-reused  app.idempotency
+    ├── UnknownEventType         unknown-event-type      app.webhooks.service
+    └── InvalidWebhookURL        invalid-webhook-url     app.webhooks.service (app.webhooks.urls)
     TooManyRequests
     ├── QuotaExceeded            quota-exceeded          app.admission.refusals (the 429 limits)
     └── (upstream-work-limited, session-rate-limited: app.metering, app.sessions.service raise

@@ -3,14 +3,21 @@
 admin key could make every replica POST to anything its network reaches).
 
 The list holds exact host names and `*.example.com` patterns (any subdomain of example.com,
-not example.com itself). It is checked when an endpoint is saved and again before each
-delivery, so narrowing the list stops deliveries to hosts no longer on it.
+not example.com itself), compared as host names are: case-insensitively, a trailing dot
+ignored. It is checked when an endpoint is saved and again before each delivery, so narrowing
+the list stops deliveries to hosts no longer on it.
+
+A URL holds no whitespace and no control or format character: `urlsplit` silently drops some
+of them (leading spaces, tabs, newlines), so it would judge another URL than the one stored,
+which httpx then refuses at every delivery or reads as a relative URL.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from urllib.parse import urlsplit
+
+from app.inputs import unprintable
 
 MAX_URL_LENGTH = 2000
 
@@ -24,6 +31,8 @@ def host_allowed(host: str, allowed: Sequence[str]) -> bool:
         return True
     host = host.lower().rstrip(".")
     for pattern in allowed:
+        # The environment's list is lowercased already (app.settings); one built in code may not be.
+        pattern = pattern.strip().lower().rstrip(".")
         if pattern.startswith("*."):
             if host.endswith(pattern[1:]) and host != pattern[2:]:
                 return True
@@ -36,6 +45,11 @@ def check(url: str, allowed: Sequence[str]) -> None:
     """Raise `UnacceptableURL` unless `url` may receive webhooks."""
     if len(url) > MAX_URL_LENGTH:
         raise UnacceptableURL(f"the URL is longer than {MAX_URL_LENGTH} characters")
+    found = next((f"U+{ord(c):04X}" for c in url if c.isspace()), None) or unprintable(url)
+    if found is not None:
+        raise UnacceptableURL(
+            f"the URL must not hold whitespace or control characters (found {found})"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port

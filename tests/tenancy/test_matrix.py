@@ -25,9 +25,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.routing import iter_route_contexts
+from sqlalchemy import select
 
+from app.db import transaction
 from app.main import create_app
+from app.models import WebhookDelivery
+from app.runtime import Runtime
 from app.settings import Settings
+from app.webhooks.events import Event, emit_many
 from tests.fixtures import factories
 from tests.fixtures.factories import ADMIN, ALL_TEAM_SCOPES
 
@@ -64,6 +69,7 @@ class Route:
 R, W = "sandboxes:read", "sandboxes:write"
 TEAM_KEY_REQUIRED = 403
 FACADE = {"admin": TEAM_KEY_REQUIRED}
+WEBHOOK = {"url": "https://hooks.example.com/in", "events": ["org.plan_full"]}
 
 ROUTES: dict[tuple[str, str], Route] = {
     # --- native sandboxes ---------------------------------------------------------------
@@ -150,6 +156,17 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/readyz"): Route("public", None, 200),
     # Closed by default: with no metrics token configured, admin keys only.
     ("GET", "/metrics"): Route("admin", None, 200),
+    # --- webhooks -------------------------------------------------------------------------
+    ("POST", "/v1/admin/webhooks"): Route("admin", None, 201, WEBHOOK),
+    ("GET", "/v1/admin/webhooks"): Route("admin", None, 200),
+    ("GET", "/v1/admin/webhooks/{webhook_id}"): Route("admin", None, 200),
+    ("PATCH", "/v1/admin/webhooks/{webhook_id}"): Route("admin", None, 200, {"description": "d"}),
+    ("DELETE", "/v1/admin/webhooks/{webhook_id}"): Route("admin", None, 204, mutates=True),
+    ("POST", "/v1/admin/webhooks/{webhook_id}/rotate-secret"): Route("admin", None, 200),
+    ("GET", "/v1/admin/webhooks/{webhook_id}/deliveries"): Route("admin", None, 200),
+    ("POST", "/v1/admin/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"): Route(
+        "admin", None, 200
+    ),
     # --- the SDK facade -------------------------------------------------------------------
     # A fork source the caller may not fork is refused by the fork-source rule (DESIGN §15),
     # the same answer as for an id nobody knows, so it reveals nothing.
@@ -240,6 +257,8 @@ class World:
     sandbox: dict[str, Any]
     key_id: str
     made: int = 0
+    # For records no route writes directly (a webhook delivery is written by its cause).
+    runtime: Runtime | None = None
 
     async def fresh_sandbox(self) -> dict[str, Any]:
         return await factories.sandbox(
@@ -304,6 +323,8 @@ async def path_ids(w: World, path: str, fresh: bool) -> dict[str, str]:
         w.made += 1
         if path.startswith("/v1/admin/fork-templates") or "{team}" in path:
             await _allow_template(w, path, ids)
+    if "{webhook_id}" in path:
+        ids.update(await _webhook(w))
     if "{token_id}" in path:
         created = await w.http.post(
             f"/csb/sandbox/{ids['upstream_id']}/tokens", json={}, headers=w.callers["team_a"]
@@ -311,6 +332,19 @@ async def path_ids(w: World, path: str, fresh: bool) -> dict[str, str]:
         assert created.status_code == 201, created.text
         ids["token_id"] = created.json()["data"]["token"]["token_id"]
     return ids
+
+
+async def _webhook(w: World) -> dict[str, str]:
+    """A fresh endpoint with one delivery (of an event written as its causes write them)."""
+    created = await w.http.post("/v1/admin/webhooks", json=WEBHOOK, headers=ADMIN)
+    assert created.status_code == 201, created.text
+    assert w.runtime is not None
+    async with transaction(w.runtime.sessions) as session:
+        await emit_many(session, [Event(type="org.plan_full", data={})])
+        delivery_id = await session.scalar(
+            select(WebhookDelivery.id).where(WebhookDelivery.endpoint_id == created.json()["id"])
+        )
+    return {"webhook_id": created.json()["id"], "delivery_id": str(delivery_id)}
 
 
 async def _allow_template(w: World, path: str, ids: dict[str, str]) -> None:
@@ -322,9 +356,10 @@ async def _allow_template(w: World, path: str, ids: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("method,path", sorted(ROUTES), ids=[f"{m} {p}" for m, p in sorted(ROUTES)])
-async def test_route(client: httpx.AsyncClient, method: str, path: str) -> None:
+async def test_route(client: httpx.AsyncClient, runtime: Runtime, method: str, path: str) -> None:
     route = ROUTES[(method, path)]
     w = await world(client, route.scope)
+    w.runtime = runtime
     got: dict[str, int] = {}
     for caller in CALLERS:
         want = expected(route, caller)

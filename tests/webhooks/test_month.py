@@ -1,13 +1,19 @@
 """A simulated month on the shared clock (DESIGN §12, §13): a team spending at a steady rate
 is told of its 50/80/90 % crossings and its exhaustion on the right simulated days, exactly
 once each, is told every day before that when its budget will run out (naming the right date
-within a day), is hibernated by budget once, and starts over in the next month."""
+within a day), is hibernated by budget once, and starts over in the next month. A receiver in
+its own process, registered through the admin API and verifying with `standardwebhooks`, gets
+every one of those events, once, while the month runs."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 from sqlalchemy import select
@@ -16,8 +22,11 @@ from app import clock
 from app.models import UsageInterval, WebhookEvent
 from app.runtime import Runtime
 from app.usage import budget, periods
+from app.webhooks.events import EVENT_TYPES
+from app.webhooks.worker import DeliveryWorker
 from tests.fixtures import factories
 from tests.reconcile.helpers import at
+from tests.webhooks.receiver import Receiver, running
 
 ADVANCE = "/v1/admin/clock/advance"
 STEP = timedelta(hours=6)
@@ -51,7 +60,60 @@ def _day(moment: datetime) -> str:
     return f"{moment:%Y-%m-%d}"
 
 
+@asynccontextmanager
+async def _receiver(
+    client: httpx.AsyncClient, runtime: Runtime, log_dir: Path
+) -> AsyncIterator[Receiver]:
+    """An endpoint for every event type, made through the admin API, whose receiver verifies
+    with the secret that API showed once; and a delivery worker, as a replica runs one."""
+    made = await client.post(
+        "/v1/admin/webhooks",
+        json={"url": "http://127.0.0.1:9/unused", "events": sorted(EVENT_TYPES)},
+        headers=factories.ADMIN,
+    )
+    assert made.status_code == 201, made.text
+    with running([made.json()["secret"]], log_dir) as receiver:
+        moved = await client.patch(
+            f"/v1/admin/webhooks/{made.json()['id']}",
+            json={"url": f"{receiver.url}/ok"},
+            headers=factories.ADMIN,
+        )
+        assert moved.status_code == 200, moved.text
+        worker = DeliveryWorker(runtime)
+        worker.start()
+        try:
+            yield receiver
+        finally:
+            await worker.stop()
+
+
+async def _all_delivered(runtime: Runtime, receiver: Receiver) -> list[dict[str, object]]:
+    async with runtime.sessions() as session:
+        written = set(await session.scalars(select(WebhookEvent.id)))
+    for _ in range(600):
+        got = receiver.requests()
+        if {r["id"] for r in got} >= written:
+            return got
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{len(written - {r['id'] for r in receiver.requests()})} undelivered")
+
+
 async def test_a_steady_spender_is_told_each_threshold_on_its_day_once(
+    client: httpx.AsyncClient, sim: httpx.AsyncClient, runtime: Runtime, tmp_path: Path
+) -> None:
+    async with _receiver(client, runtime, tmp_path) as receiver:
+        await _a_month_and_a_half(client, sim, runtime)
+        received = await _all_delivered(runtime, receiver)
+    async with runtime.sessions() as session:
+        written = {e.id: e.type for e in await session.scalars(select(WebhookEvent))}
+    # Every event, verified, exactly once (no replica died), under its own id and type.
+    assert sorted(r["id"] for r in received) == sorted(written)
+    assert all(r["verified"] for r in received)
+    assert {r["id"]: r["type"] for r in received} == written
+    assert Counter(written.values())["budget.threshold_crossed"] == 4
+
+
+async def _a_month_and_a_half(
     client: httpx.AsyncClient, sim: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     timezone = runtime.settings.budget_timezone
