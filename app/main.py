@@ -16,6 +16,7 @@ from app.admin.endpoints import router as admin_router
 from app.admission.endpoints import router as admission_router
 from app.audit.endpoints import router as audit_router
 from app.compat.endpoints import router as compat_router
+from app.dashboard import site as dashboard
 from app.db import (
     create_engine,
     database_url,
@@ -45,6 +46,8 @@ from app.templates.endpoints import router as templates_router
 from app.upstream.client import Observer, UpstreamClient
 from app.usage.endpoints import router as usage_router
 from app.usage.warning import BudgetWarning
+from app.webhooks.endpoints import router as webhooks_router
+from app.webhooks.worker import DeliveryWorker
 
 log = logging.getLogger("corral")
 
@@ -188,9 +191,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         reconciler = ReconcileLoop(built) if settings.reconcile_enabled else None
         if reconciler is not None:
             reconciler.start()
+        webhooks = DeliveryWorker(built) if settings.webhook_worker_enabled else None
+        if webhooks is not None:
+            webhooks.start()
         try:
             yield
         finally:
+            if webhooks is not None:
+                await webhooks.stop()
             if reconciler is not None:
                 await reconciler.stop()
             if follower is not None:
@@ -221,6 +229,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(sessions_router)
     app.include_router(browser_token_keys_router)
     app.include_router(compat_router)
+    app.include_router(webhooks_router)
+    # The admin dashboard: its own HTML app under /dashboard (app/dashboard/site.py).
+    dashboard.install(app)
 
     app.add_middleware(BrowserCORS, origins=settings.browser_origins)
     app.add_middleware(BudgetWarning, cache_seconds=settings.budget_warning_cache_seconds)

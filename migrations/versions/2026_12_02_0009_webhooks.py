@@ -82,9 +82,7 @@ def upgrade() -> None:
             name=op.f("fk_webhook_deliveries_event_id_webhook_events"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_deliveries")),
-        sa.UniqueConstraint(
-            "event_id", "endpoint_id", name=op.f("uq_webhook_deliveries_event_id")
-        ),
+        sa.UniqueConstraint("event_id", "endpoint_id", name=op.f("uq_webhook_deliveries_event_id")),
     )
     op.create_index(
         "ix_webhook_deliveries_endpoint_id_id",
