@@ -57,12 +57,19 @@ CROSS_TEAM: dict[tuple[str, str], tuple[dict[str, Any] | None, int]] = {
     ("GET", "/v1/admin/teams/{team}/fork-templates"): (None, 403),
     ("PUT", "/v1/admin/teams/{team}/fork-templates/{upstream_id}"): (None, 403),
     ("DELETE", "/v1/admin/teams/{team}/fork-templates/{upstream_id}"): (None, 403),
+    ("GET", "/v1/admin/webhooks/{webhook_id}"): (None, 403),
+    ("PATCH", "/v1/admin/webhooks/{webhook_id}"): ({"description": "x"}, 403),
+    ("DELETE", "/v1/admin/webhooks/{webhook_id}"): (None, 403),
+    ("POST", "/v1/admin/webhooks/{webhook_id}/rotate-secret"): (None, 403),
+    ("GET", "/v1/admin/webhooks/{webhook_id}/deliveries"): (None, 403),
+    ("POST", "/v1/admin/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"): (None, 403),
 }
 
 
 def parameterised_routes() -> set[tuple[str, str]]:
     """Every (method, path) with a path parameter, from the app's own OpenAPI description
-    (which lists every route: none is excluded from the schema)."""
+    (which lists every API route; the dashboard's HTML pages are outside it, and
+    tests/dashboard checks their scoping)."""
     paths = create_app().openapi()["paths"]
     return {
         (method.upper(), path)
@@ -89,6 +96,8 @@ async def test_other_teams_resources_are_invisible(
         "token_id": "prv_x",
         "team": "team-a",
         "key_id": keys[0]["id"],
+        "webhook_id": "whep_x",
+        "delivery_id": "1",
     }
     for (method, template), (body, expected) in CROSS_TEAM.items():
         path = template.format(**values)
