@@ -242,8 +242,10 @@ class TestNotSent:
         assert error.maybe_applied is False
 
     async def test_waiting_for_a_free_connection_beyond_the_pool_timeout(self) -> None:
-        # 100 calls hold every connection the pool allows; the 101st never gets one.
-        async with serve(silence) as server, client(server.url, timeout=1.0) as upstream:
+        # 100 calls hold every connection the pool allows; the 101st never gets one. The holders
+        # must still be holding when the 100th connects, however loaded the machine: with a
+        # 1 s timeout the first ones could give up before the last were sent.
+        async with serve(silence) as server, client(server.url, timeout=5.0) as upstream:
             holding = [asyncio.create_task(upstream.fork("pcz35m")) for _ in range(100)]
             await server.until_received(100)
             with pytest.raises(UpstreamUnavailable) as caught:
