@@ -21,8 +21,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, pass_context
 from jinja2.runtime import Context
 
 from app.dashboard import formatting
-from app.dashboard.figures import NEAR_BUDGET
 from app.dashboard.auth import Viewer
+from app.dashboard.figures import NEAR_BUDGET
 from app.identity.actor import Actor
 from app.settings import Settings
 

@@ -86,6 +86,15 @@ class WebhookDelivery(Base):
             "next_attempt_at",
             postgresql_where=text("status = 'pending'"),
         ),
+        # The claim takes each endpoint's oldest due deliveries: without this it reads every
+        # endpoint's to find one's, and one endpoint's backlog slows every claim.
+        Index(
+            "ix_webhook_deliveries_pending_endpoint",
+            "endpoint_id",
+            "next_attempt_at",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)

@@ -1,4 +1,4 @@
-"""The delivery worker's statements: claim due deliveries, record an attempt, release a claim.
+"""The delivery worker's statements: claim due deliveries, record attempts, release claims.
 
 Each is one statement (its writes are CTEs), so it is atomic on its own and runs on an
 autocommit connection: a claim's row locks last only as long as the statement, never across
@@ -54,8 +54,11 @@ class Claimed:
 # row claimed (and committed) since this statement's snapshot is passed over too. The ranking
 # after the lock is only for the batch limit: round robin over the endpoints.
 #
-# Each endpoint's look-up is fast with an index on (endpoint_id, next_attempt_at, id) WHERE
-# status = 'pending'; without one it reads every due delivery of that endpoint.
+# Each endpoint's look-up reads only the rows it returns, through
+# `ix_webhook_deliveries_pending_endpoint` (endpoint_id, next_attempt_at, id) WHERE pending.
+# Without it every due delivery of every endpoint is read, so one endpoint's backlog slows
+# every claim and everyone's deliveries with it: 18 ms a claim against 0.65 ms on 50,000 due
+# rows (bench/webhooks.py --no-pending-index shows the schema without it).
 _CLAIM = text(
     """
     WITH busy AS (

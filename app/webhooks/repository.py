@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import InvalidCursor
 from app.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from app.webhooks import events
 from app.webhooks.schemas import MAX_DELIVERY_ID
 
 _CURSOR_PREFIX = "delivery:"
@@ -159,3 +160,8 @@ async def _attempts_of(
     for attempt in rows:
         attempts.setdefault(attempt.delivery_id, []).append(attempt)
     return attempts
+
+
+async def notify_workers(session: AsyncSession) -> None:
+    """Wake every replica's delivery worker once the caller's transaction commits."""
+    await session.execute(select(func.pg_notify(events.CHANNEL, "")))

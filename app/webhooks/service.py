@@ -284,6 +284,8 @@ async def retry(
     delivery.next_attempt_at = clock.now()
     delivery.completed_at = None
     await session.flush()
+    # The workers hear of it when this commits, as of a new event, not at their next poll.
+    await repository.notify_workers(session)
     await _record(
         session, actor, "webhook.retry", endpoint_id, {"delivery_id": delivery_id, "was": was}
     )

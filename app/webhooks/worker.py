@@ -9,9 +9,10 @@ records the result (`app.webhooks.delivery`). So:
 - delivery is at least once: a replica that dies mid-attempt leaves its leases to run out,
   and another replica then sends those deliveries again, under the same `webhook-id`;
 - one endpoint never delays another: at most `webhook_concurrency_per_endpoint` attempts per
-  endpoint are in flight in this replica (one while it keeps failing, `FAILING_AFTER`), and a
-  claim asks for no more than an endpoint's free slots, so a slow or failing endpoint's
-  backlog takes neither the slots nor the claims that healthy endpoints need.
+  endpoint are in flight in this replica, and a claim asks for no more than an endpoint's free
+  slots, so a slow or failing endpoint's backlog takes neither the slots nor the claims that
+  healthy endpoints need. An endpoint that keeps failing is only probed (`FAILING_AFTER`), so
+  it does not take the replica's time either.
 
 It wakes on `LISTEN corral_webhooks` (a new event, on a dedicated connection that is opened
 again after a database restart), when an attempt frees a slot of an endpoint that may have more
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from datetime import timedelta
 
@@ -51,10 +53,13 @@ LISTEN_CHECK_SECONDS = 5.0
 RECONNECT_SECONDS = 1.0
 # Back-off of the claim loop while the database is away.
 CLAIM_BACKOFF_MAX_SECONDS = 5.0
-# After this many failed attempts in a row an endpoint gets one slot instead of
-# `webhook_concurrency_per_endpoint`, until an attempt succeeds: its first attempts still
-# go out, one at a time, without taking a healthy endpoint's share of the replica.
+# After this many failed attempts in a row (in this replica) an endpoint is probed: one
+# attempt at a time, one every PROBE_SECONDS, until one succeeds and it has all its slots
+# again. A failing receiver then costs the replica next to nothing instead of a healthy
+# endpoint's share, and its backlog mostly waits untried, to go out as soon as it answers,
+# rather than being tried, failed and scheduled minutes or hours later.
 FAILING_AFTER = 5
+PROBE_SECONDS = 1.0
 # Results written in one statement at most.
 RECORD_BATCH = 500
 # How long `stop` waits to give this replica's claims back.
@@ -132,8 +137,10 @@ class DeliveryWorker:
         # Claims not yet recorded, by delivery id: what the batch limit counts, and what
         # `stop` gives back.
         self._held: dict[int, Claimed] = {}
-        # Failed attempts in a row per endpoint, in this replica.
+        # Failed attempts in a row per endpoint, in this replica, and when each endpoint that
+        # keeps failing may be probed next (monotonic clock).
         self._failures: Counter[str] = Counter()
+        self._probe_at: dict[str, float] = {}
         # Endpoints that may have more due than the last claim took (see `claim_and_send`).
         self._more: set[str] = set()
         self._batch_full = False
@@ -202,10 +209,11 @@ class DeliveryWorker:
             return 0
         per_endpoint = self.settings.webhook_concurrency_per_endpoint
         busy = dict(self.in_flight)
-        for endpoint_id, failures in self._failures.items():
-            if failures >= FAILING_AFTER:
-                # A failing endpoint gets one slot, as if the others were busy.
-                busy[endpoint_id] = busy.get(endpoint_id, 0) + per_endpoint - 1
+        now = time.monotonic()
+        for endpoint_id, probe_at in self._probe_at.items():
+            # A failing endpoint's slots but one are taken, and that one too until its probe.
+            taken = per_endpoint if probe_at > now else per_endpoint - 1
+            busy[endpoint_id] = busy.get(endpoint_id, 0) + taken
         wall = clock.wall()
         async with autocommit(self.rt.engine) as conn:
             claimed = await repository.claim(
@@ -240,14 +248,11 @@ class DeliveryWorker:
         try:
             try:
                 result = await delivery.attempt(self.http, claimed, settings=self.settings)
+                self._count(claimed.endpoint_id, result.recorded.status == "succeeded")
             finally:
                 # The receiver is done with it: its endpoint's slot is free while the result
                 # is written (the lease keeps the delivery out of every claim meanwhile).
                 self._free_slot(claimed.endpoint_id)
-            if result.recorded.status == "succeeded":
-                self._failures.pop(claimed.endpoint_id, None)
-            else:
-                self._failures[claimed.endpoint_id] += 1
             await self.recorder.record(result)
         except asyncio.CancelledError:
             # Still held, for `stop` to give back.
@@ -258,6 +263,15 @@ class DeliveryWorker:
         self._held.pop(claimed.id, None)
         if self._batch_full:
             self._wake.set()
+
+    def _count(self, endpoint_id: str, succeeded: bool) -> None:
+        if succeeded:
+            self._failures.pop(endpoint_id, None)
+            self._probe_at.pop(endpoint_id, None)
+            return
+        self._failures[endpoint_id] += 1
+        if self._failures[endpoint_id] >= FAILING_AFTER:
+            self._probe_at[endpoint_id] = time.monotonic() + PROBE_SECONDS
 
     def _free_slot(self, endpoint_id: str) -> None:
         self.in_flight[endpoint_id] -= 1

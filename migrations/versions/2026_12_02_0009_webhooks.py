@@ -97,6 +97,13 @@ def upgrade() -> None:
         unique=False,
         postgresql_where=sa.text("status = 'pending'"),
     )
+    op.create_index(
+        "ix_webhook_deliveries_pending_endpoint",
+        "webhook_deliveries",
+        ["endpoint_id", "next_attempt_at", "id"],
+        unique=False,
+        postgresql_where=sa.text("status = 'pending'"),
+    )
     op.create_table(
         "webhook_attempts",
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
@@ -131,6 +138,11 @@ def downgrade() -> None:
     op.drop_table("webhook_attempts")
     op.drop_index(
         "ix_webhook_deliveries_due",
+        table_name="webhook_deliveries",
+        postgresql_where=sa.text("status = 'pending'"),
+    )
+    op.drop_index(
+        "ix_webhook_deliveries_pending_endpoint",
         table_name="webhook_deliveries",
         postgresql_where=sa.text("status = 'pending'"),
     )
