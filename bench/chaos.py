@@ -950,6 +950,8 @@ async def report(
             orphans[vm["state"]] += 1
 
     minute_mismatches: list[tuple[dict[str, Any] | None, dict[str, Any] | None, int, int]] = []
+    # Same minutes, other credits: minutes billed at another tier than the upstream's.
+    credit_mismatches: list[tuple[dict[str, Any] | None, dict[str, Any], Fraction, Fraction]] = []
     corral_credits, upstream_credits, inconsistent = Fraction(0), Fraction(0), 0
     corral_minutes_total, upstream_minutes_total = 0, 0
     corral_by_vm: dict[str, tuple[int, Fraction]] = {}
@@ -965,10 +967,12 @@ async def report(
         minutes, credits = upstream_bill(vm, at)
         upstream_credits += credits
         upstream_minutes_total += minutes
-        ours = corral_by_vm.get(vm["id"], (0, Fraction(0)))[0]
+        ours, our_credits = corral_by_vm.get(vm["id"], (0, Fraction(0)))
+        owner = claims.get(vm["id"], [None])[0]
         if ours != minutes:
-            owner = claims.get(vm["id"], [None])[0]
             minute_mismatches.append((owner, vm, ours, minutes))
+        elif our_credits != credits:
+            credit_mismatches.append((owner, vm, our_credits, credits))
     for key, (minutes, _) in corral_by_vm.items():
         if key not in vm_by_id and minutes:
             sandbox = next(s for s in sandboxes if (s["upstream_id"] or f"none:{s['id']}") == key)
@@ -997,6 +1001,15 @@ async def report(
         item["log_lines"] = grep_logs(run.logs, [item["request_id"]], limit=4)
     offenders_unconverged = [
         {"why": why, **await run.evidence(s, v)} for s, v, why in unconverged[:SHOW]
+    ]
+    credit_mismatches.sort(key=lambda m: -abs(m[2] - m[3]))
+    offenders_credits = [
+        {
+            "corral_credits": f"{float(ours):.6f}",
+            "upstream_credits": f"{float(theirs):.6f}",
+            **await run.evidence(s, v),
+        }
+        for s, v, ours, theirs in credit_mismatches[:SHOW]
     ]
     offenders_minutes = [
         {"corral_minutes": ours, "upstream_minutes": theirs, **await run.evidence(s, v)}
@@ -1059,6 +1072,7 @@ async def report(
         "billing": {
             "at": at.isoformat(),
             "vms_with_billed_minute_mismatch": len(minute_mismatches),
+            "vms_with_credit_mismatch_only": len(credit_mismatches),
             "corral_billed_minutes": corral_minutes_total,
             "upstream_billed_minutes": upstream_minutes_total,
             "corral_credits": f"{float(corral_credits):.6f}",
@@ -1080,7 +1094,11 @@ async def report(
         "targets": targets,
         "credit_error_tolerance_pct": credit_tolerance,
         "passed": all(targets.values()),
-        "offenders": {"unconverged": offenders_unconverged, "billed_minutes": offenders_minutes},
+        "offenders": {
+            "unconverged": offenders_unconverged,
+            "billed_minutes": offenders_minutes,
+            "credits_only": offenders_credits,
+        },
         "replicas": [
             {"name": r.name, "log": r.process.log.name, "alive_at_end": r in run.live}
             for r in run.all_replicas
