@@ -80,11 +80,12 @@ async def read_snapshot(session: AsyncSession, *, at: datetime, timezone: ZoneIn
             .group_by(UsageInterval.team_id)
         )
     )
-    remaining: dict[str, Decimal] = {}
-    for team_id, monthly in teams:
-        if monthly is not None:
-            spent = await budget.month_to_date_credits(session, team_id, at, timezone=timezone)
-            remaining[team_id] = Decimal(monthly) - spent
+    spent = await budget.month_to_date_by_team(session, at, timezone=timezone)
+    remaining = {
+        team_id: Decimal(monthly) - spent.get(team_id, Decimal(0))
+        for team_id, monthly in teams
+        if monthly is not None
+    }
     plan = await session.get(OrgPlan, 1)
     limit = 0
     if plan is not None:

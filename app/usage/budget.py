@@ -69,6 +69,23 @@ async def month_to_date_credits(
     return credits
 
 
+async def month_to_date_by_team(
+    session: AsyncSession, at: datetime, *, timezone: ZoneInfo
+) -> dict[str, Decimal]:
+    """`month_to_date_credits` of every team with usage this month, in one statement (a team
+    without usage is absent: it spent 0)."""
+    start = periods.month_start(at, timezone)
+    if at <= start:
+        return {}
+    rows = await repository.usage_rows(
+        session,
+        repository.UsageQuery(
+            start=start, end=at, at=at, group_by=("team",), timezone=timezone.key
+        ),
+    )
+    return {row.team_id: row.credits for row in rows}
+
+
 @dataclass(frozen=True)
 class BudgetStatus:
     team_id: str

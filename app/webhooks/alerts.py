@@ -161,9 +161,15 @@ async def evaluate(rt: Runtime, at: datetime | None = None) -> list[str]:
     async with transaction(rt.sessions) as session:
         events: list[Event] = []
         rates = await repository.burn_rates(session)
+        spent = await budget.month_to_date_by_team(session, at, timezone=timezone)
         for team in await repository.budgeted_teams(session):
-            spent = await budget.month_to_date_credits(session, team.id, at, timezone=timezone)
-            events += budget_events(team, spent, rates.get(team.id, Decimal(0)), at, timezone)
+            events += budget_events(
+                team,
+                spent.get(team.id, Decimal("0.000000")),
+                rates.get(team.id, Decimal(0)),
+                at,
+                timezone,
+            )
         live, limit = await repository.org_occupancy(session)
         events += await plan_events(session, live, limit, at, clears=True)
         return await emit_many(session, events)

@@ -195,3 +195,23 @@ class TestEnforcement:
             await other_replica.execute(select(func.pg_advisory_unlock(Lock.BUDGET_ENFORCE)))
             await other_replica.commit()
         assert await budget.enforce_budgets(runtime) == 1
+
+
+async def test_every_team_s_month_in_one_statement_is_each_team_s_own(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    for team_id, seconds in (("team-a", 600), ("team-b", 1800)):
+        headers = await factories.team_with_key(client, team_id)
+        created = await factories.sandbox(client, headers)
+        await spend(runtime, created["id"], team_id, seconds=seconds)
+    await factories.team(client, "team-idle")
+    at = datetime.now(UTC)
+    zone = runtime.settings.budget_timezone
+    async with runtime.sessions() as session:
+        grouped = await budget.month_to_date_by_team(session, at, timezone=zone)
+        each = {
+            team_id: await budget.month_to_date_credits(session, team_id, at, timezone=zone)
+            for team_id in ("team-a", "team-b", "team-idle")
+        }
+    assert grouped["team-b"] > grouped["team-a"] > 0
+    assert {t: grouped.get(t, Decimal("0.000000")) for t in each} == each
