@@ -81,11 +81,6 @@ class WebhookDelivery(Base):
     __table_args__ = (
         UniqueConstraint("event_id", "endpoint_id"),
         Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
-        Index(
-            "ix_webhook_deliveries_due",
-            "next_attempt_at",
-            postgresql_where=text("status = 'pending'"),
-        ),
         # The claim takes each endpoint's oldest due deliveries: without this it reads every
         # endpoint's to find one's, and one endpoint's backlog slows every claim.
         Index(

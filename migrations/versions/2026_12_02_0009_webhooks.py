@@ -91,13 +91,6 @@ def upgrade() -> None:
         unique=False,
     )
     op.create_index(
-        "ix_webhook_deliveries_due",
-        "webhook_deliveries",
-        ["next_attempt_at"],
-        unique=False,
-        postgresql_where=sa.text("status = 'pending'"),
-    )
-    op.create_index(
         "ix_webhook_deliveries_pending_endpoint",
         "webhook_deliveries",
         ["endpoint_id", "next_attempt_at", "id"],
@@ -136,11 +129,6 @@ def downgrade() -> None:
     op.drop_table("alert_conditions")
     op.drop_index("ix_webhook_attempts_delivery_id", table_name="webhook_attempts")
     op.drop_table("webhook_attempts")
-    op.drop_index(
-        "ix_webhook_deliveries_due",
-        table_name="webhook_deliveries",
-        postgresql_where=sa.text("status = 'pending'"),
-    )
     op.drop_index(
         "ix_webhook_deliveries_pending_endpoint",
         table_name="webhook_deliveries",
