@@ -348,22 +348,32 @@ async def update(
     """Title is Corral's own; tier and hibernation timeout apply live to a running VM (a tier
     change splits the usage interval), and otherwise at the next start."""
     changes = body.model_dump(exclude_unset=True)
-    async with transaction(rt.sessions) as session:
-        sandbox = await access.load(session, actor, sandbox_id)
-        if sandbox.state in FINAL or sandbox.state == SandboxState.STARTING:
-            raise InvalidState(sandbox_id, sandbox.state, cannot="be changed")
-        _require_upstream_id(sandbox)
-        if changes.get("tier") not in (None, sandbox.tier):
-            await admission.check_resize(session, sandbox, changes["tier"])
-    running = sandbox.state == SandboxState.RUNNING
-    read_tier = sandbox.tier
-    upstream_id = sandbox.upstream_id or ""
     tier = changes.get("tier")
     timeout = changes.get("hibernation_timeout_seconds")
+    detail = {k: v for k, v in changes.items() if k != "title"}
+    async with transaction(rt.sessions) as session:
+        sandbox = await access.load(session, actor, sandbox_id)
+        _check_changeable(sandbox)
+        if tier not in (None, sandbox.tier):
+            await admission.check_resize(session, sandbox, tier)
+        if sandbox.state != SandboxState.RUNNING:
+            # Nothing to ask the upstream: written under the row's lock, so a start reads the
+            # change, or reserved first and this is refused (it was sent the tier it read).
+            read_state = sandbox.state
+            sandbox = await access.load(session, actor, sandbox_id, lock=True)
+            if sandbox.state != read_state:
+                raise SandboxBusy(sandbox_id)
+            _apply_settings(sandbox, changes)
+            await audit.record_sandbox(
+                session, sandbox, actor=actor.key_id, action="sandbox.update", detail=detail
+            )
+            return lifecycle.Outcome(sandbox)
+    read_tier = sandbox.tier
+    upstream_id = sandbox.upstream_id or ""
     # Both calls set a value, so asking again is safe. One that may have happened and stays
     # unconfirmed changes nothing here: the reconciler sees a changed tier in `/vm/running`.
     resized_at: datetime | None = None
-    if running and tier is not None and tier != sandbox.tier:
+    if tier is not None and tier != read_tier:
         async with clock_gate.turn(rt.settings, rt.engine):
             began = clock.now()
             await lifecycle.note_intent(rt, sandbox, f"resize:{tier}", began)
@@ -380,27 +390,22 @@ async def update(
         resized_at = began
         if err is not None:
             raise to_problem(err, sandbox_id=sandbox_id)
-    if running and timeout is not None:
+    if timeout is not None:
         err = await _call_confirmed(
             lambda: rt.upstream.update_hibernation_timeout(upstream_id, timeout)
         )
         if err is not None:
             raise to_problem(err, sandbox_id=sandbox_id)
-    detail = {k: v for k, v in changes.items() if k != "title"}
     async with transaction(rt.sessions) as session:
         sandbox = await lifecycle.reload(session, sandbox_id)
         if tier is not None and (
-            (sandbox.state == SandboxState.RUNNING) != running or sandbox.tier != read_tier
+            sandbox.state != SandboxState.RUNNING or sandbox.tier != read_tier
         ):
-            # It started, stopped or was resized since it was read: the upstream was asked
-            # for another case (or not at all), so nothing is changed on a guess.
+            # It stopped or was resized since it was read: the upstream was asked for another
+            # case (or not at all), so nothing is changed on a guess.
             raise SandboxBusy(sandbox_id)
-        if "title" in changes:
-            sandbox.title = changes["title"]
-        if timeout is not None:
-            sandbox.hibernation_timeout_seconds = timeout
-        sandbox.updated_at = clock.now()
-        if tier is not None and tier != sandbox.tier and sandbox.state == SandboxState.RUNNING:
+        if tier is not None and tier != sandbox.tier:
+            _apply_settings(sandbox, {k: v for k, v in changes.items() if k != "tier"})
             # A live resize is a move from running to running that splits the interval.
             await transitions.move(
                 session,
@@ -414,12 +419,28 @@ async def update(
                 audit=Audit("sandbox.update", detail),
             )
             return lifecycle.Outcome(sandbox)
-        if tier is not None:
-            sandbox.tier = tier
+        _apply_settings(sandbox, changes)
         await audit.record_sandbox(
             session, sandbox, actor=actor.key_id, action="sandbox.update", detail=detail
         )
     return lifecycle.Outcome(sandbox)
+
+
+def _check_changeable(sandbox: Sandbox) -> None:
+    if sandbox.state in FINAL or sandbox.state == SandboxState.STARTING:
+        raise InvalidState(sandbox.id, sandbox.state, cannot="be changed")
+    _require_upstream_id(sandbox)
+
+
+def _apply_settings(sandbox: Sandbox, changes: dict[str, Any]) -> None:
+    """Corral's record of a change the upstream has (or, stopped, will be started with)."""
+    if "title" in changes:
+        sandbox.title = changes["title"]
+    if changes.get("hibernation_timeout_seconds") is not None:
+        sandbox.hibernation_timeout_seconds = changes["hibernation_timeout_seconds"]
+    if changes.get("tier") is not None:
+        sandbox.tier = changes["tier"]
+    sandbox.updated_at = clock.now()
 
 
 async def delete(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outcome:

@@ -8,11 +8,13 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from app.db import transaction
-from app.models import AuditEntry
+from app.models import AuditEntry, Sandbox
 from app.reconcile.service import reconcile_once
+from app.sandboxes import transitions
+from app.sandboxes.states import SandboxState
 from app.upstream.client import UpstreamClient
 from tests.conftest import SIMULATOR_KEY
 from tests.fixtures import factories
@@ -274,6 +276,54 @@ class TestVerbs:
             and response.json()["title"] == "t2"
         )
         assert (await vms(sim))[sandbox["upstream_id"]]["hibernation_timeout_seconds"] == 900
+
+    async def test_a_stopped_sandboxs_resize_yields_to_a_start_reserved_meanwhile(
+        self, client, sim, runtime
+    ):
+        """A tier written to a stopped sandbox is what its next start is sent. A start that
+        reserved the sandbox after the change read it was sent the old tier: the change is
+        refused (409), not written over a VM starting at another tier."""
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers, tier="Nano", start=False)
+        sandbox_id = created["id"]
+        async with transaction(runtime.sessions) as session:
+            row = await session.get(Sandbox, sandbox_id, with_for_update=True)
+            assert row is not None
+            patching = asyncio.create_task(
+                client.patch(f"/v1/sandboxes/{sandbox_id}", json={"tier": "Micro"}, headers=headers)
+            )
+            await _until_a_query_waits_for_a_lock(runtime)
+            # As a start's reservation does, while the change waits for the row.
+            await transitions.move(session, row, SandboxState.STARTING, cause="api", actor="t")
+        response = await patching
+        assert response.status_code == 409 and response.json()["type"].endswith("/sandbox-busy")
+        async with transaction(runtime.sessions) as session:
+            row = await session.get(Sandbox, sandbox_id)
+            assert row is not None and (row.state, row.tier) == ("starting", "Nano")
+
+    async def test_a_stopped_sandboxs_resize_is_what_its_next_start_is_sent(self, client, sim):
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers, tier="Nano", start=False)
+        sandbox_id = created["id"]
+        patched = await client.patch(
+            f"/v1/sandboxes/{sandbox_id}", json={"tier": "Micro"}, headers=headers
+        )
+        assert patched.status_code == 200 and patched.json()["tier"] == "Micro"
+        started = await client.post(f"/v1/sandboxes/{sandbox_id}/start", headers=headers)
+        assert started.status_code == 200 and started.json()["tier"] == "Micro"
+        assert (await vms(sim))[created["upstream_id"]]["tier"] == "Micro"
+
+
+async def _until_a_query_waits_for_a_lock(runtime: Any) -> None:
+    for _ in range(500):
+        async with runtime.engine.connect() as conn:
+            waiting = await conn.scalar(
+                text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            )
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("nothing came to wait for the row")
 
 
 class TestList:
