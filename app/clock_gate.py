@@ -2,17 +2,27 @@
 
 A move is dated when its call was sent (`app.sandboxes.lifecycle`), which is when the upstream
 acted on it, unless the clock jumped by hours in between. So once a simulated clock has moved,
-every call that dates a move runs inside `turn` (a shared advisory lock, `Lock.CLOCK_GATE`),
-and `operations.clock.advance` takes the lock exclusively for its jump: it waits for the calls
-in flight, and the calls that come next wait for it. With a real upstream, or before the first
-advance, `turn` costs nothing.
+every lifecycle operation runs inside one `turn` (a shared advisory lock, `Lock.CLOCK_GATE`),
+from its reservation through its upstream calls to the moves they date (`operation`), and
+`operations.clock.advance` takes the lock exclusively for its jump: it waits for the operations
+in flight, and the ones that come next wait for it. The whole operation, not only its call: a
+start answered before a jump and settled after it would find its reservation lapsed by hours
+and taken by the reconciler, and the minutes it booted lost. With a real upstream, or before
+the first advance, `turn` costs nothing.
+
+A turn is taken once per task: an operation made of others (a restart's stop and start) holds
+one turn, as a second shared request would queue behind a waiting jump that waits for the
+first.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import timedelta
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,6 +36,20 @@ _LOCK_SHARED = text("SELECT pg_advisory_lock_shared(:key)")
 _UNLOCK_SHARED = text("SELECT pg_advisory_unlock_shared(:key)")
 _LOCK = text("SELECT pg_advisory_lock(:key)")
 _UNLOCK = text("SELECT pg_advisory_unlock(:key)")
+_IN_TURN: ContextVar[bool] = ContextVar("clock_gate_in_turn", default=False)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class _Gated(Protocol):
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def engine(self) -> AsyncEngine: ...
+
+
+R = TypeVar("R", bound=_Gated)
 
 
 def gated(settings: Settings) -> bool:
@@ -34,16 +58,32 @@ def gated(settings: Settings) -> bool:
 
 @asynccontextmanager
 async def turn(settings: Settings, engine: AsyncEngine) -> AsyncIterator[None]:
-    """Hold off a clock jump for the block (an upstream call and the time it is dated by)."""
-    if not gated(settings):
+    """Hold off a clock jump for the block (an operation, its upstream calls and the times
+    they are dated by)."""
+    if _IN_TURN.get() or not gated(settings):
         yield
         return
     async with autocommit(engine) as conn:
         await conn.execute(_LOCK_SHARED, {"key": int(Lock.CLOCK_GATE)})
+        held = _IN_TURN.set(True)
         try:
             yield
         finally:
+            _IN_TURN.reset(held)
             await conn.execute(_UNLOCK_SHARED, {"key": int(Lock.CLOCK_GATE)})
+
+
+def operation(
+    run: Callable[Concatenate[R, P], Awaitable[T]],
+) -> Callable[Concatenate[R, P], Awaitable[T]]:
+    """A lifecycle operation (its first argument the runtime) that runs in one turn."""
+
+    @functools.wraps(run)
+    async def in_turn(rt: R, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        async with turn(rt.settings, rt.engine):
+            return await run(rt, *args, **kwargs)
+
+    return in_turn
 
 
 @asynccontextmanager

@@ -15,7 +15,7 @@ import string
 import uuid
 from dataclasses import dataclass
 
-from app import clock, metering
+from app import clock, clock_gate, metering
 from app.admission import service as admission
 from app.db import transaction
 from app.errors import InvalidState, OwnerMismatch, TeamRequired, Unprocessable, WrongTeam
@@ -101,6 +101,7 @@ def create_spec(rt: Runtime, actor: Actor, body: SandboxCreate) -> CreateSpec:
     )
 
 
+@clock_gate.operation
 async def create(
     rt: Runtime, actor: Actor, spec: CreateSpec, *, action: str = "create"
 ) -> lifecycle.Outcome:
@@ -227,6 +228,7 @@ async def create(
     return lifecycle.Outcome(sandbox)
 
 
+@clock_gate.operation
 async def fork(rt: Runtime, actor: Actor, source_id: str, body: SandboxFork) -> lifecycle.Outcome:
     async with transaction(rt.sessions) as session:
         source = await access.load(session, actor, source_id)

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock, clock_gate, metering
+from app import clock, metering
 from app.audit import service as audit
 from app.db import autocommit, transaction
 from app.errors import SandboxBusy, TooManyRequests
@@ -153,9 +153,8 @@ async def start_reserved(
     unit = charged or await _charge_start(rt, actor, reserved, action=action, revert_to=revert_to)
     # A move is dated when its call was sent, which is when the upstream acts on it: the
     # ledger's start and end then carry the same offset from the upstream's own.
-    async with clock_gate.turn(rt.settings, rt.engine):
-        began = clock.now()
-        started, err = await call_upstream(lambda: rt.upstream.start(upstream_id, options))
+    began = clock.now()
+    started, err = await call_upstream(lambda: rt.upstream.start(upstream_id, options))
     if err is not None:
         await metering.refund(rt.engine, unit, err)
     if started is not None:

@@ -54,6 +54,7 @@ def _audit_action(action: str) -> str:
     return "sandbox.restart" if action == "restart" else "sandbox.start"
 
 
+@clock_gate.operation
 async def start(
     rt: Runtime, actor: Actor, sandbox_id: str, *, action: str = "start"
 ) -> lifecycle.Outcome:
@@ -124,11 +125,10 @@ async def _start_running(
     assert upstream_id is not None
     # No intent is written here: many people's sessions on one sandbox each start it; a stop
     # that races this start is settled below by the boot type the upstream answers.
-    async with clock_gate.turn(rt.settings, rt.engine):
-        began = clock.now()
-        started, err = await lifecycle.call_upstream(
-            lambda: rt.upstream.start(upstream_id, lifecycle.start_options(sandbox))
-        )
+    began = clock.now()
+    started, err = await lifecycle.call_upstream(
+        lambda: rt.upstream.start(upstream_id, lifecycle.start_options(sandbox))
+    )
     if err is not None:
         raise to_problem(err, sandbox_id=sandbox.id)
     assert started is not None
@@ -169,6 +169,7 @@ async def _start_running(
     return lifecycle.Outcome(row, started.bootup_type, started)
 
 
+@clock_gate.operation
 async def restart(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outcome:
     """Shutdown then start, like the upstream SDK: the VM boots CLEAN on the latest agent."""
     async with transaction(rt.sessions) as session:
@@ -179,6 +180,7 @@ async def restart(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outco
     return await start(rt, actor, sandbox_id, action="restart")
 
 
+@clock_gate.operation
 async def stop(
     rt: Runtime, actor: Actor, sandbox_id: str, *, to_state: SandboxState, cause: str = "api"
 ) -> lifecycle.Outcome:
@@ -202,25 +204,24 @@ async def stop(
     upstream_id = sandbox.upstream_id
     assert upstream_id is not None
     call = rt.upstream.hibernate if verb == "hibernate" else rt.upstream.shutdown
-    async with clock_gate.turn(rt.settings, rt.engine):
-        began = clock.now()
-        await lifecycle.note_intent(rt, sandbox, str(to_state), began)
-        _, err = await lifecycle.call_upstream(lambda: call(upstream_id))
-        at: datetime | None = None
-        if isinstance(err, UpstreamNotFound) and err.earlier_maybe_applied:
-            err, at = None, began  # not running after our own attempt that may have stopped it
-        if err is not None and maybe_applied(err):
-            _, again = await lifecycle.call_upstream(lambda: call(upstream_id))
-            if again is None:
-                err = None  # stopped now, by this call
-            elif isinstance(again, UpstreamNotFound):
-                err, at = None, began  # the first call stopped it
-            else:
-                # Whatever the second answer, the first call may still have stopped it.
-                await _record_uncertain(
-                    rt, actor, sandbox, intent=to_state, at=began, action=f"sandbox.{verb}", err=err
-                )
-                raise to_problem(err, sandbox_id=sandbox_id)
+    began = clock.now()
+    await lifecycle.note_intent(rt, sandbox, str(to_state), began)
+    _, err = await lifecycle.call_upstream(lambda: call(upstream_id))
+    at: datetime | None = None
+    if isinstance(err, UpstreamNotFound) and err.earlier_maybe_applied:
+        err, at = None, began  # not running after our own attempt that may have stopped it
+    if err is not None and maybe_applied(err):
+        _, again = await lifecycle.call_upstream(lambda: call(upstream_id))
+        if again is None:
+            err = None  # stopped now, by this call
+        elif isinstance(again, UpstreamNotFound):
+            err, at = None, began  # the first call stopped it
+        else:
+            # Whatever the second answer, the first call may still have stopped it.
+            await _record_uncertain(
+                rt, actor, sandbox, intent=to_state, at=began, action=f"sandbox.{verb}", err=err
+            )
+            raise to_problem(err, sandbox_id=sandbox_id)
     if err is not None and not isinstance(err, UpstreamNotFound):
         await lifecycle.drop_intent(rt, sandbox_id, str(to_state))
         async with transaction(rt.sessions) as session:
@@ -342,6 +343,7 @@ async def _call_confirmed(call: Callable[[], Awaitable[Any]]) -> UpstreamError |
     return err
 
 
+@clock_gate.operation
 async def update(
     rt: Runtime, actor: Actor, sandbox_id: str, body: SandboxPatch
 ) -> lifecycle.Outcome:
@@ -374,19 +376,18 @@ async def update(
     # unconfirmed changes nothing here: the reconciler sees a changed tier in `/vm/running`.
     resized_at: datetime | None = None
     if tier is not None and tier != read_tier:
-        async with clock_gate.turn(rt.settings, rt.engine):
-            began = clock.now()
-            await lifecycle.note_intent(rt, sandbox, f"resize:{tier}", began)
-            err = await _call_confirmed(lambda: rt.upstream.update_specs(upstream_id, tier))
-            if err is not None and not maybe_applied(err):
-                await lifecycle.drop_intent(rt, sandbox_id, f"resize:{tier}")
-            if err is not None and maybe_applied(err):
-                # Listed at the new tier, it happened (when asked); anything else changes nothing.
-                listed = await lifecycle.find_running(
-                    rt, upstream_id, since=sandbox.last_started_at or sandbox.state_changed_at
-                )
-                if listed is not None and tier_of(listed) == tier:
-                    err = None
+        began = clock.now()
+        await lifecycle.note_intent(rt, sandbox, f"resize:{tier}", began)
+        err = await _call_confirmed(lambda: rt.upstream.update_specs(upstream_id, tier))
+        if err is not None and not maybe_applied(err):
+            await lifecycle.drop_intent(rt, sandbox_id, f"resize:{tier}")
+        if err is not None and maybe_applied(err):
+            # Listed at the new tier, it happened (when asked); anything else changes nothing.
+            listed = await lifecycle.find_running(
+                rt, upstream_id, since=sandbox.last_started_at or sandbox.state_changed_at
+            )
+            if listed is not None and tier_of(listed) == tier:
+                err = None
         resized_at = began
         if err is not None:
             raise to_problem(err, sandbox_id=sandbox_id)
@@ -443,6 +444,7 @@ def _apply_settings(sandbox: Sandbox, changes: dict[str, Any]) -> None:
     sandbox.updated_at = clock.now()
 
 
+@clock_gate.operation
 async def delete(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outcome:
     """Shut down if running, delete upstream, keep the record and its usage. A delete that
     may have happened is confirmed by looking the sandbox up: gone is deleted, still there is
@@ -458,28 +460,27 @@ async def delete(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outcom
     at = clock.now()
     if sandbox.upstream_id is not None:
         upstream_id = sandbox.upstream_id
-        async with clock_gate.turn(rt.settings, rt.engine):
-            at = began = clock.now()
-            await lifecycle.note_intent(rt, sandbox, str(SandboxState.DELETED), began)
-            _, err = await lifecycle.call_upstream(lambda: rt.upstream.delete(upstream_id))
-            happened = err is None or isinstance(err, UpstreamNotFound)
-            if err is not None and maybe_applied(err):
-                _, looked = await lifecycle.call_upstream(
-                    lambda: rt.upstream.get_sandbox(upstream_id)
+        at = began = clock.now()
+        await lifecycle.note_intent(rt, sandbox, str(SandboxState.DELETED), began)
+        _, err = await lifecycle.call_upstream(lambda: rt.upstream.delete(upstream_id))
+        happened = err is None or isinstance(err, UpstreamNotFound)
+        if err is not None and maybe_applied(err):
+            _, looked = await lifecycle.call_upstream(
+                lambda: rt.upstream.get_sandbox(upstream_id)
+            )
+            if isinstance(looked, UpstreamNotFound):
+                happened = True
+            elif looked is not None:  # no answer: the reconciler looks again
+                await _record_uncertain(
+                    rt,
+                    actor,
+                    sandbox,
+                    intent=SandboxState.DELETED,
+                    at=began,
+                    action="sandbox.delete",
+                    err=err,
                 )
-                if isinstance(looked, UpstreamNotFound):
-                    happened = True
-                elif looked is not None:  # no answer: the reconciler looks again
-                    await _record_uncertain(
-                        rt,
-                        actor,
-                        sandbox,
-                        intent=SandboxState.DELETED,
-                        at=began,
-                        action="sandbox.delete",
-                        err=err,
-                    )
-                    raise to_problem(err, sandbox_id=sandbox_id)
+                raise to_problem(err, sandbox_id=sandbox_id)
         if not happened:
             # Refused, or the sandbox is still there: the delete did not happen.
             await lifecycle.drop_intent(rt, sandbox_id, str(SandboxState.DELETED))

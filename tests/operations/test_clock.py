@@ -9,15 +9,19 @@ import asyncio
 import os
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from app.db import create_engine, migrate
+from app.locks import Lock
 from app.runtime import Runtime
 from app.settings import Settings
+from app.upstream.client import UpstreamClient
 from tests import processes
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, SIMULATOR_KEY
 from tests.database import recreate
 from tests.fixtures import factories
 from tests.reconcile.helpers import at, intervals, reconcile, sandbox, vm
@@ -117,6 +121,86 @@ class TestCallsWaitingForAJump:
         # Closed when the VM hibernated itself, not when the start met it stopped.
         assert earlier.ended_at is not None
         assert abs(earlier.ended_at - at(first["ended_at"])) < timedelta(seconds=1)
+
+    async def test_a_jump_waits_until_an_operation_has_written_what_its_call_did(
+        self, client: httpx.AsyncClient, sim: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        """The whole operation, not its upstream call alone: a start answered before a jump
+        and written after it would meet its reservation lapsed by hours and taken by the
+        reconciler, and the minutes the VM ran before it hibernated itself would be lost."""
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers, hibernation_timeout_seconds=300)
+        hibernated = await client.post(f"/v1/sandboxes/{created['id']}/hibernate", headers=headers)
+        assert hibernated.status_code == 200
+        # From the first advance on, operations take turns with jumps.
+        assert (
+            await client.post(ADVANCE, json={"seconds": 60}, headers=factories.ADMIN)
+        ).status_code == 200
+        holder = await runtime.engine.connect()
+        held = asyncio.Event()
+        simulator = runtime.simulator
+
+        async def start_then_hold_the_row(scope: Any, receive: Any, send: Any) -> None:
+            await simulator(scope, receive, send)  # type: ignore[operator]
+            if scope["type"] == "http" and scope["path"].endswith("/start"):
+                # Answered upstream; Corral's write of it now waits for this lock.
+                await holder.begin()
+                await holder.execute(
+                    text("SELECT 1 FROM sandboxes WHERE id = :id FOR UPDATE"), {"id": created["id"]}
+                )
+                held.set()
+
+        plain, runtime.upstream = (
+            runtime.upstream,
+            UpstreamClient(
+                "http://simulator",
+                SIMULATOR_KEY,
+                transport=httpx.ASGITransport(app=start_then_hold_the_row),
+            ),
+        )
+        try:
+            starting = asyncio.create_task(
+                client.post(f"/v1/sandboxes/{created['id']}/start", headers=headers)
+            )
+            await asyncio.wait_for(held.wait(), 10)
+            before = (await sim.get("/_simulator/clock")).json()["offset_seconds"]
+            jump = asyncio.create_task(
+                client.post(ADVANCE, json={"seconds": 86400}, headers=factories.ADMIN)
+            )
+            await _until_the_jump_waits_for_its_turn(runtime)
+            assert (await sim.get("/_simulator/clock")).json()["offset_seconds"] == before
+            await holder.commit()
+            started = await starting
+            assert started.status_code == 200, started.text
+            assert (await jump).status_code == 200
+        finally:
+            await holder.close()
+            await runtime.upstream.aclose()
+            runtime.upstream = plain
+        stretches = (await vm(sim, created["upstream_id"]))["ledger"]["stretches"]
+        ran = await intervals(runtime, created["id"])
+        assert len(ran) == len(stretches) == 2
+        # The start's stretch, booted before the jump and hibernated by it, is on the books.
+        assert ran[1].ended_at is not None
+        assert abs(ran[1].started_at - at(stretches[1]["started_at"])) < timedelta(seconds=1)
+        assert abs(ran[1].ended_at - at(stretches[1]["ended_at"])) < timedelta(seconds=1)
+
+
+async def _until_the_jump_waits_for_its_turn(runtime: Runtime) -> None:
+    gate = int(Lock.CLOCK_GATE)
+    for _ in range(500):
+        async with runtime.engine.connect() as conn:
+            waiting = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                    " AND NOT granted AND objid = :gate"
+                ),
+                {"gate": gate},
+            )
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the jump never came to wait for the operation in flight")
 
 
 SIM_KEY = "clock-simulator-key"
