@@ -65,6 +65,7 @@ class Sandbox(Base):
 
     # What the reconciler last saw upstream (DESIGN §8).
     last_seen_running_at: Mapped[datetime | None]
+    # The VM's last activity, on the clock of its open interval (`reconcile.plan.ledger_activity`).
     upstream_last_active_at: Mapped[datetime | None]
     missed_polls: Mapped[int] = mapped_column(Integer, server_default="0")
     # When the reconciler last asked the upstream whether this stopped sandbox still exists

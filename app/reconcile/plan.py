@@ -98,9 +98,10 @@ class Plan:
 
     # Sightings worth writing (see `_needs_sighting`); the others are implied by the miss
     # counter staying at 0.
-    sightings: list[tuple[Row, RunningVM]] = field(default_factory=list)
+    # Each with the last activity to record (`ledger_activity`).
+    sightings: list[tuple[Row, datetime | None]] = field(default_factory=list)
     # A sighting to write for a row an API request may hold: its miss counter must reset.
-    resets: list[tuple[Row, RunningVM]] = field(default_factory=list)
+    resets: list[tuple[Row, datetime | None]] = field(default_factory=list)
     # First misses, with the last sighting running they imply.
     missed: list[tuple[Row, datetime]] = field(default_factory=list)
     # Rows whose miss counter must go back to 0 without a sighting (not observable yet).
@@ -153,7 +154,24 @@ def last_sighting(row: Row, previous_poll_at: datetime | None) -> datetime:
     return row.last_started_at or row.state_changed_at
 
 
-def _needs_sighting(row: Row, vm: RunningVM, poll_at: datetime, refresh: timedelta) -> bool:
+def ledger_activity(row: Row, vm: RunningVM, grace: timedelta) -> datetime | None:
+    """The VM's last activity on the clock of the interval it extends, as recorded for the
+    hibernation estimate. An interval Corral opened when it sent the start begins a call's
+    latency before the upstream's session does; an auto-hibernation timed from the upstream's
+    activity then ends it as much earlier, so the interval lasts exactly as long as the
+    upstream's stretch and bills the same started minutes. An interval opened at the session's
+    own start (woken, adopted) is already on the upstream's clock."""
+    active, session, started = vm.last_active_at, vm.session_started_at, row.last_started_at
+    if active is None or session is None or started is None:
+        return active
+    if not started <= session <= started + grace:
+        return active  # another session than the interval's (a stale listing, a new one)
+    return active - (session - started)
+
+
+def _needs_sighting(
+    row: Row, active: datetime | None, poll_at: datetime, refresh: timedelta
+) -> bool:
     """Writing 10,000 sightings every period would cost more than the rest of the period, so a
     listed row is written only when the sighting carries news: the first since its start, or
     new upstream activity not written for `refresh` (the hibernation estimate uses it)."""
@@ -161,8 +179,8 @@ def _needs_sighting(row: Row, vm: RunningVM, poll_at: datetime, refresh: timedel
         return True
     assert row.last_seen_running_at is not None
     return (
-        vm.last_active_at is not None
-        and vm.last_active_at != row.upstream_last_active_at
+        active is not None
+        and active != row.upstream_last_active_at
         and row.last_seen_running_at <= poll_at - refresh
     )
 
@@ -283,10 +301,11 @@ def _classify_running(
             )
             plan.restarted.append(Restart(row, vm, ended, clamp(session, ended, poll_at)))
             return
+        active = ledger_activity(row, vm, grace)
         if row.missed_polls:
-            plan.resets.append((row, vm))
-        elif _needs_sighting(row, vm, poll_at, refresh):
-            plan.sightings.append((row, vm))
+            plan.resets.append((row, active))
+        elif _needs_sighting(row, active, poll_at, refresh):
+            plan.sightings.append((row, active))
         tier = tier_of(vm)
         if tier is not None and tier != row.tier:
             # A resize Corral asked for and could not record happened when it was asked.

@@ -238,7 +238,7 @@ async def _repair(
 
 async def _record_sightings(period: Period, plan: Plan) -> None:
     poll_at = period.poll_at
-    sightings = [(row.id, vm.last_active_at) for row, vm in plan.sightings]
+    sightings = [(row.id, active) for row, active in plan.sightings]
     for first in range(0, len(sightings), BATCH_SIZE):
         async with transaction(period.rt.sessions) as session:
             await repository.record_sightings(
@@ -250,7 +250,7 @@ async def _record_sightings(period: Period, plan: Plan) -> None:
         async with transaction(period.rt.sessions) as session:
             await repository.record_sightings(
                 session,
-                [(row.id, vm.last_active_at) for row, vm in plan.resets],
+                [(row.id, active) for row, active in plan.resets],
                 poll_at,
                 wait=True,
             )

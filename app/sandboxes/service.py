@@ -465,9 +465,7 @@ async def delete(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outcom
         _, err = await lifecycle.call_upstream(lambda: rt.upstream.delete(upstream_id))
         happened = err is None or isinstance(err, UpstreamNotFound)
         if err is not None and maybe_applied(err):
-            _, looked = await lifecycle.call_upstream(
-                lambda: rt.upstream.get_sandbox(upstream_id)
-            )
+            _, looked = await lifecycle.call_upstream(lambda: rt.upstream.get_sandbox(upstream_id))
             if isinstance(looked, UpstreamNotFound):
                 happened = True
             elif looked is not None:  # no answer: the reconciler looks again

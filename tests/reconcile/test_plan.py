@@ -125,6 +125,29 @@ class TestSightings:
         plan = plan_for([row(missed_polls=1)], [vm()], at=100, previous=85)
         assert [r.id for r, _ in plan.resets] == ["sbx_1"]
 
+    def test_activity_is_recorded_on_the_clock_of_the_interval_corral_opened(self) -> None:
+        """Corral dated the start when it sent it, 0.25 s before the upstream's session began:
+        the activity is recorded as much earlier, so the estimated end (activity + timeout)
+        gives the interval the upstream stretch's length, not 0.25 s more (a sixth minute)."""
+        started = row(last_seen_running_at=None, upstream_last_active_at=None)
+        listed = vm(session_started_at=s(0.25), last_active_at=s(0.25))
+        [(_, active)] = plan_for([started], [listed], at=100, previous=85).sightings
+        assert active == s(0)
+        assert estimate_end(
+            last_active_at=active,
+            hibernation_timeout_seconds=300,
+            seen_running_at=s(100),
+            seen_stopped_at=s(400),
+        ) - started.last_started_at == timedelta(seconds=300)  # type: ignore[operator]
+
+    def test_another_sessions_activity_is_recorded_as_listed(self) -> None:
+        started = row(last_seen_running_at=None, last_started_at=s(50))
+        # A stale listing of the session before this start.
+        [(_, active)] = plan_for(
+            [started], [vm(session_started_at=s(0))], at=100, previous=85
+        ).sightings
+        assert active == s(5)
+
     def test_an_unwritten_sighting_is_implied_by_the_previous_poll(self) -> None:
         assert last_sighting(row(), s(85)) == s(85)
         assert last_sighting(row(missed_polls=1), s(85)) == s(10)
