@@ -43,6 +43,8 @@ HEARTBEAT_SECONDS = 2.0
 # A replica silent for this long (wall time) is taken for dead and not waited for.
 SILENT_AFTER = timedelta(seconds=3 * HEARTBEAT_SECONDS)
 WAIT_SECONDS = 10.0
+# How long an advance keeps trying to tell the replicas of a jump the simulator has made.
+PUBLISH_SECONDS = 60.0
 # At most a year in one call: the simulator hibernates every idle VM in the jump at once.
 MAX_ADVANCE_SECONDS = 366 * 86400
 
@@ -83,13 +85,16 @@ async def advance(rt: Runtime, seconds: float) -> ClockOut:
         async with period_lock(rt.engine, wait_seconds=WAIT_SECONDS), clock_gate.jump(rt.engine):
             # What runs now (a VM woken since the last poll, say) is seen before the jump, so
             # its stretch is on the books when the jump hibernates it.
+            if rt.simulator is None:
+                await _catch_up(rt, control)
             await _reconcile(rt, 1)
             moved = await control.advance(seconds)
             replicas = 1
             if rt.simulator is None:
+                # The simulator has moved: from here on Corral must follow, whatever fails.
                 offset = timedelta(seconds=moved.offset_seconds)
-                generation = await publish(rt, offset)
                 clock.CLOCK.set_offset(offset)
+                generation = await _publish_surely(rt, offset)
                 replicas = await wait_for_replicas(rt, generation)
             # A jump of hours lands between two polls: what the upstream did in it (VMs that
             # hibernated themselves) is observed with the two consecutive misses that close
@@ -136,6 +141,30 @@ async def publish(rt: Runtime, offset: timedelta) -> int:
             {"channel": CHANNEL, "payload": str(generation)},
         )
     return generation
+
+
+async def _catch_up(rt: Runtime, control: SimulatorClock) -> None:
+    """Publish the simulator's offset if Corral's is not it: an advance whose replica died
+    after the simulator moved left every replica behind."""
+    offset = timedelta(seconds=(await control.read()).offset_seconds)
+    if abs(offset - clock.CLOCK.offset) > timedelta(milliseconds=1):
+        log.warning("clock behind the simulator's; catching up", extra={"offset": str(offset)})
+        clock.CLOCK.set_offset(offset)
+        await wait_for_replicas(rt, await publish(rt, offset))
+
+
+async def _publish_surely(rt: Runtime, offset: timedelta) -> int:
+    """`publish`, retried while the database is away (a restart takes seconds): a jump the
+    replicas never hear of would date everything they do by the old time."""
+    deadline = asyncio.get_running_loop().time() + PUBLISH_SECONDS
+    while True:
+        try:
+            return await publish(rt, offset)
+        except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("clock offset not published yet; retrying", exc_info=True)
+            await asyncio.sleep(0.5)
 
 
 async def wait_for_replicas(rt: Runtime, generation: int) -> int:

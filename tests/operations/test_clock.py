@@ -208,6 +208,7 @@ SIM_KEY = "clock-simulator-key"
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[processes.Process]]:
+    """Two replicas sharing a database, then the standalone simulator they follow."""
     import asyncio
 
     async def database() -> str:
@@ -227,14 +228,20 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[processe
             "admin_key": ADMIN_KEY,
             "log_dir": logs,
         }
-        with processes.corral(**common) as first, processes.corral(**common) as second:
-            yield [first, second]
+        # The first reconciles (rarely on its own: the advances run its periods).
+        with (
+            processes.corral(
+                **common, reconcile_enabled="true", reconcile_interval="3600"
+            ) as first,
+            processes.corral(**common) as second,
+        ):
+            yield [first, second, simulator]
 
 
 async def test_an_advance_through_one_replica_is_seen_by_the_next_request_to_another(
     replicas: list[processes.Process],
 ) -> None:
-    first, second = replicas
+    first, second, _ = replicas
     async with (
         httpx.AsyncClient(base_url=first.url, timeout=30) as a,
         httpx.AsyncClient(base_url=second.url, timeout=30) as b,
@@ -250,6 +257,33 @@ async def test_an_advance_through_one_replica_is_seen_by_the_next_request_to_ano
         again = await b.post(ADVANCE, json={"seconds": 86400}, headers=factories.ADMIN)
         assert again.json()["replicas"] == 2
         assert at(again.json()["now"]) - simulated_now >= timedelta(days=1)
+
+
+async def test_a_jump_the_replicas_never_heard_of_is_caught_up_before_the_next_advance(
+    replicas: list[processes.Process],
+) -> None:
+    """The simulator moved and the advancing replica died before it told the others (here: the
+    simulator moved by itself). The next advance catches Corral up first, so what it reconciles
+    before its own jump is seen at the simulator's time: the VM that hibernated itself in the
+    unheard jump is closed when it did, not a day early at the time Corral still had."""
+    first, _, simulator = replicas
+    async with (
+        httpx.AsyncClient(base_url=first.url, timeout=30) as a,
+        httpx.AsyncClient(base_url=simulator.url, timeout=30) as sim,
+    ):
+        headers = await factories.team_with_key(a, "caught-up-team")
+        created = await factories.sandbox(a, headers, hibernation_timeout_seconds=300)
+        # Seen running (the advance's periods), and operations now take turns with jumps.
+        assert (await a.post(ADVANCE, json={"seconds": 5}, headers=factories.ADMIN)).is_success
+        unheard = await sim.post("/_simulator/clock/advance", json={"seconds": 86400})
+        assert unheard.status_code == 200
+        moved = await a.post(ADVANCE, json={"seconds": 60}, headers=factories.ADMIN)
+        assert moved.status_code == 200, moved.text
+        [stretch] = (await vm(sim, created["upstream_id"]))["ledger"]["stretches"]
+        events = (await a.get(f"/v1/sandboxes/{created['id']}/events", headers=headers)).json()
+        [closed] = [e for e in events if e["to_state"] == "hibernated"]
+        ended = at(closed["detail"]["ended_at"])
+        assert abs(ended - at(stretch["ended_at"])) < timedelta(seconds=5)
 
 
 async def test_a_stop_of_a_vm_that_hibernated_on_its_own_records_when_it_did(
