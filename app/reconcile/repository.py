@@ -182,9 +182,20 @@ async def start_run(session: AsyncSession, replica: str, started_at: datetime) -
     return run.id
 
 
+async def mark_polled(session: AsyncSession, run_id: int, *, running: int, limit: int) -> None:
+    """The upstream answered this period's poll (`previous_poll_at` counts it from now on)."""
+    await session.execute(
+        update(ReconcileRun)
+        .where(ReconcileRun.id == run_id)
+        .values(upstream_running=running, observed_limit=limit)
+    )
+
+
 async def previous_poll_at(session: AsyncSession, run_id: int | None = None) -> datetime | None:
-    """When the last successful period (before `run_id`, when given) polled."""
-    query = select(ReconcileRun.started_at).where(ReconcileRun.outcome == "ok")
+    """When the last period (before `run_id`, when given) whose poll the upstream answered
+    polled, whether or not the period finished: one the database failed half-way may have
+    written the first misses that a second miss then dates the stop by."""
+    query = select(ReconcileRun.started_at).where(ReconcileRun.upstream_running.is_not(None))
     if run_id is not None:
         query = query.where(ReconcileRun.id < run_id)
     result: datetime | None = await session.scalar(query.order_by(ReconcileRun.id.desc()).limit(1))

@@ -106,6 +106,10 @@ async def run_period(rt: Runtime, *, replica: str | None = None) -> RunSummary:
     summary.observed_limit = poll.concurrent_vm_limit
     summary.phases["poll"] = _ms_since(began)
     try:
+        async with transaction(rt.sessions) as session:
+            await repository.mark_polled(
+                session, run_id, running=poll.concurrent_vm_count, limit=poll.concurrent_vm_limit
+            )
         drift = await _repair(rt, run_id, started_at, poll, summary.phases)
     except Exception as exc:
         # Reaching here means the database itself failed (each sandbox is guarded below).

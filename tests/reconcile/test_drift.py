@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from app.db import transaction
 from app.models import OrgPlan, Sandbox, UsageInterval
+from app.reconcile import service
 from app.runtime import Runtime
 from tests.fixtures import factories
 from tests.reconcile.helpers import (
@@ -67,6 +70,38 @@ class TestStoppedUpstream:
             a.action == "sandbox.hibernate" and a.cause == "upstream"
             for a in await audits(runtime, created["id"])
         )
+
+    async def test_a_first_miss_written_by_a_period_that_failed_later_dates_the_stop(
+        self,
+        client: httpx.AsyncClient,
+        sim: httpx.AsyncClient,
+        runtime: Runtime,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The database went away after a period wrote its first misses: that period's poll is
+        still when the VM was first seen stopped, not the last period that finished."""
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers, hibernation_timeout_seconds=60)
+        await reconcile(runtime)
+        await sim.post("/_simulator/clock/advance", json={"seconds": 3600})
+        written = service._record_sightings
+
+        async def then_the_database_fails(*args: Any) -> None:
+            await written(*args)
+            raise ConnectionResetError("the database went away")
+
+        monkeypatch.setattr(service, "_record_sightings", then_the_database_fails)
+        failed = await reconcile(runtime)
+        assert failed.outcome == "failed"
+        monkeypatch.undo()
+        await sim.post("/_simulator/clock/advance", json={"seconds": 3600})
+        assert (await reconcile(runtime)).drift == {"stopped_upstream": 1}
+        [closed] = [e for e in await events(runtime, created["id"]) if e.to_state == "hibernated"]
+        assert at(closed.detail["first_seen_stopped_at"]) == failed.started_at
+        [stretch] = (await vm(sim, created["upstream_id"]))["ledger"]["stretches"]
+        [interval] = await intervals(runtime, created["id"])
+        assert interval.ended_at is not None
+        assert abs(interval.ended_at - at(stretch["ended_at"])) < timedelta(seconds=1)
 
     async def test_a_sandbox_seen_again_after_one_miss_is_not_closed(
         self, client: httpx.AsyncClient, sim: httpx.AsyncClient, runtime: Runtime
