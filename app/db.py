@@ -116,6 +116,15 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
 
 
 @asynccontextmanager
+async def reading(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session for reads alone: each statement is its own transaction, so a request that
+    only reads saves `transaction`'s BEGIN and COMMIT round trips (bench/overhead.py)."""
+    async with sessions() as session:
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        yield session
+
+
+@asynccontextmanager
 async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection on which each statement commits by itself. Only for a single statement
     that is atomic on its own (one UPDATE with its inserts as CTEs): it saves `transaction`'s

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.db import reading
 from app.errors import BearerRejected, MissingScope
 from app.identity import service as identity_service
 from app.identity.actor import Actor
@@ -48,6 +49,15 @@ async def get_session(sessions: SessionsDep) -> AsyncIterator[AsyncSession]:
 # scope="function": commit before the response is sent, so a client that reads right after
 # a write (on any replica) sees it; the default would commit after the response.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def get_reading(sessions: SessionsDep) -> AsyncIterator[AsyncSession]:
+    """For a request that only reads: no transaction round trips (`db.reading`)."""
+    async with reading(sessions) as session:
+        yield session
+
+
+ReadingDep = Annotated[AsyncSession, Depends(get_reading, scope="function")]
 
 
 def _bearer(request: Request) -> str:

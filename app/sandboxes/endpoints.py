@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import JSONResponse
 
 from app import idempotency
-from app.deps import RuntimeDep, SandboxReader, SandboxWriter, SessionDep
+from app.deps import ReadingDep, RuntimeDep, SandboxReader, SandboxWriter
 from app.sandboxes import creation, lifecycle, listing, service
 from app.sandboxes.schemas import (
     SANDBOX_ID_PATTERN,
@@ -61,7 +61,7 @@ async def create_sandbox(
 @router.get("", response_model=SandboxPage)
 async def list_sandboxes(
     actor: SandboxReader,
-    session: SessionDep,
+    session: ReadingDep,
     team: Annotated[str | None, Query(pattern=r"^[a-z0-9-]{1,63}$")] = None,
     owner: Annotated[str | None, Query(max_length=200)] = None,
     state: Annotated[list[State] | None, Query()] = None,

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import clock, clock_gate
 from app.admission import service as admission
 from app.audit import service as audit
-from app.db import transaction
+from app.db import reading, transaction
 from app.errors import Conflict, InvalidState, SandboxBusy
 from app.identity.actor import Actor
 from app.models import Sandbox
@@ -36,7 +36,7 @@ STOPPABLE = frozenset({SandboxState.RUNNING, SandboxState.UNKNOWN})
 
 
 async def get(rt: Runtime, actor: Actor, sandbox_id: str) -> tuple[Sandbox, Accrued]:
-    async with transaction(rt.sessions) as session:
+    async with reading(rt.sessions) as session:
         sandbox = await access.load(session, actor, sandbox_id)
         # Priced like its cost statement: per started minute, by the price-book version(s).
         total = await statements.accrued(session, sandbox.id, clock.now())
