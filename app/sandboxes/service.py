@@ -427,6 +427,46 @@ async def update(
     return lifecycle.Outcome(sandbox)
 
 
+async def _shut_down_if_woken(
+    rt: Runtime, actor: Actor, sandbox: Sandbox, upstream_id: str
+) -> Sandbox:
+    """A sandbox stopped here may have been woken by traffic since the last poll saw it; the
+    delete would stop it unrecorded, and the minutes it ran, which the upstream bills, would
+    be lost. A shutdown first tells: not running (404) or no answer, the delete goes on as
+    asked; done, it ran, from no earlier than the last poll (or its stop, if later) until now."""
+    began = clock.now()
+    _, err = await lifecycle.call_upstream(lambda: rt.upstream.shutdown(upstream_id))
+    if err is not None:
+        return sandbox
+    detail = {"upstream": "running", "found_by": "delete"}
+    async with transaction(rt.sessions) as session:
+        row = await lifecycle.reload(session, sandbox.id)
+        if row.state in STOPPED:
+            previous = await reconcile_repository.previous_poll_at(session)
+            since = max(row.state_changed_at, previous or row.state_changed_at)
+            await transitions.move(
+                session,
+                row,
+                SandboxState.RUNNING,
+                cause="upstream",
+                actor=None,
+                at=min(since, began),
+                detail={**detail, "estimated_start": min(since, began).isoformat()},
+            )
+        if row.state == SandboxState.RUNNING:
+            await transitions.move(
+                session,
+                row,
+                SandboxState.SHUTDOWN,
+                cause="api",
+                actor=actor.key_id,
+                at=began,
+                detail=detail,
+                audit=Audit("sandbox.shutdown", detail),
+            )
+    return row
+
+
 def _check_changeable(sandbox: Sandbox) -> None:
     if sandbox.state in FINAL or sandbox.state == SandboxState.STARTING:
         raise InvalidState(sandbox.id, sandbox.state, cannot="be changed")
@@ -457,6 +497,8 @@ async def delete(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outcom
             raise InvalidState(sandbox_id, sandbox.state, cannot="be deleted")
     if sandbox.state in STOPPABLE:
         sandbox = (await stop(rt, actor, sandbox_id, to_state=SandboxState.SHUTDOWN)).sandbox
+    elif sandbox.state in STOPPED and sandbox.upstream_id is not None:
+        sandbox = await _shut_down_if_woken(rt, actor, sandbox, sandbox.upstream_id)
     at = clock.now()
     if sandbox.upstream_id is not None:
         upstream_id = sandbox.upstream_id

@@ -215,6 +215,36 @@ class TestVerbs:
         assert deleted.status_code == 200 and deleted.json()["state"] == "deleted"
         assert all(i.ended_at is not None for i in await intervals(runtime, sandbox["id"]))
 
+    async def test_delete_of_a_sandbox_woken_unseen_records_the_minutes_it_ran(
+        self, client, sim, runtime
+    ):
+        """Woken by traffic since the last poll, it runs upstream while Corral has it stopped:
+        the delete finds it running and books the stretch (the upstream bills it), from no
+        earlier than Corral recorded the stop."""
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers)
+        sid, uid = created["id"], created["upstream_id"]
+        assert (await client.post(f"/v1/sandboxes/{sid}/hibernate", headers=headers)).is_success
+        assert (await sim.post(f"/_simulator/vms/{uid}/wake")).status_code == 200
+        deleted = await client.delete(f"/v1/sandboxes/{sid}", headers=headers)
+        assert deleted.status_code == 200 and deleted.json()["state"] == "deleted"
+        first, woken = await intervals(runtime, sid)
+        assert woken.ended_at is not None and woken.started_at >= first.ended_at
+        history = [(e["from_state"], e["to_state"]) for e in await events(client, headers, sid)]
+        assert history[-3:] == [
+            ("hibernated", "running"),
+            ("running", "shutdown"),
+            ("shutdown", "deleted"),
+        ]
+
+    async def test_delete_of_a_stopped_sandbox_books_nothing_more(self, client, sim, runtime):
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers)
+        sid = created["id"]
+        assert (await client.post(f"/v1/sandboxes/{sid}/hibernate", headers=headers)).is_success
+        assert (await client.delete(f"/v1/sandboxes/{sid}", headers=headers)).is_success
+        assert len(await intervals(runtime, sid)) == 1
+
     async def test_hibernating_a_stopped_sandbox_is_answered_cleanly(self, client, sim):
         headers = await factories.team_with_key(client)
         sandbox = await factories.sandbox(client, headers)
