@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import clock, metering
 from app.audit import service as audit
 from app.db import autocommit, transaction
-from app.errors import SandboxBusy, TooManyRequests
+from app.errors import SandboxBusy
 from app.identity.actor import Actor
 from app.models import Sandbox
 from app.runtime import Runtime
@@ -135,14 +135,14 @@ async def start_reserved(
     action: str,
     revert_to: SandboxState | None,
     upstream_id: str,
-    charged: metering.Charge | None = None,
+    charged: metering.Charge,
 ) -> Outcome:
     """Phase 2 and 3 of a start whose `starting` reservation is committed. `reserved` is the
     row as committed in phase 1, only read here; `action` names the audit row.
 
-    Every start sent upstream is metered here (`metering`), unless the caller charged it
-    already (`charged`: a create charges its start with its fork). A start refused by the
-    meter gives the reservation back, as one the upstream refused does.
+    Every start sent upstream is metered (`metering`) with its reservation (`charged`: a
+    create charges its start with its fork); a start that certainly did not happen gets its
+    unit back.
 
     A start that certainly did not happen gives the reservation back (a create's becomes
     `failed` and its fork is removed), and its unit of the meter. One that may have happened
@@ -150,7 +150,7 @@ async def start_reserved(
     `unknown`, which keeps its slot until the reconciler knows."""
     sandbox_id = reserved.id
     options = start_options(reserved)
-    unit = charged or await _charge_start(rt, actor, reserved, action=action, revert_to=revert_to)
+    unit = charged
     # A move is dated when its call was sent, which is when the upstream acts on it: the
     # ledger's start and end then carry the same offset from the upstream's own.
     began = clock.now()
@@ -159,13 +159,20 @@ async def start_reserved(
         await metering.refund(rt.engine, unit, err)
     if started is not None:
         detail = {"bootup_type": started.bootup_type}
+        tier = reserved.tier
+        if started.bootup_type == "RUNNING":
+            # Already running: woken by traffic unseen, at the tier it ran at before, not the
+            # one asked for (a stopped sandbox's tier change applies when Corral boots it).
+            since = reserved.last_started_at or reserved.created_at
+            listed = await find_running(rt, upstream_id, since=since)
+            tier = (tier_of(listed) if listed is not None else None) or tier
         settled = await transitions.settle(
             rt.engine,
             Move(
                 sandbox_id=sandbox_id,
                 from_state=SandboxState.STARTING,
                 to_state=SandboxState.RUNNING,
-                tier=reserved.tier,
+                tier=tier,
                 at=began,
                 cause="api",
                 actor=actor.key_id,
@@ -226,35 +233,6 @@ async def start_reserved(
         raise to_problem(err, sandbox_id=sandbox_id)
     assert started is not None
     return Outcome(sandbox, started.bootup_type, started)
-
-
-async def _charge_start(
-    rt: Runtime, actor: Actor, reserved: Sandbox, *, action: str, revert_to: SandboxState | None
-) -> metering.Charge:
-    """The start's unit of the meter; when refused, the sandbox goes back where it was."""
-    # A create charges its start with its fork, so a start charged here always has a state
-    # to go back to.
-    assert revert_to is not None
-    try:
-        async with transaction(rt.sessions) as session:
-            return await metering.charge(
-                session, rt.settings, actor, reserved.team_id, (metering.Work.START,)
-            )
-    except TooManyRequests as refusal:
-        detail = {"refused": refusal.extra["limit"], "scope": refusal.extra["scope"]}
-        async with transaction(rt.sessions) as session:
-            sandbox = await reload(session, reserved.id)
-            if sandbox.state == SandboxState.STARTING:
-                await transitions.move(
-                    session,
-                    sandbox,
-                    revert_to,
-                    cause="api",
-                    actor=actor.key_id,
-                    detail=detail,
-                    audit=Audit(action, detail, outcome="refused"),
-                )
-        raise
 
 
 async def _settle_uncertain_start(

@@ -12,11 +12,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock, clock_gate
+from app import clock, clock_gate, metering
 from app.admission import service as admission
 from app.audit import service as audit
 from app.db import reading, transaction
-from app.errors import Conflict, InvalidState, SandboxBusy
+from app.errors import Conflict, InvalidState, SandboxBusy, TooManyRequests
 from app.identity.actor import Actor
 from app.models import Sandbox
 from app.reconcile import plan
@@ -58,35 +58,16 @@ def _audit_action(action: str) -> str:
 async def start(
     rt: Runtime, actor: Actor, sandbox_id: str, *, action: str = "start"
 ) -> lifecycle.Outcome:
-    """`action` is what admission counts the start as (`start`, `restart`, `session`)."""
-    async with transaction(rt.sessions) as session:
-        # Lock order: the org row (inside admit) before the sandbox row; see admission.
-        sandbox = await access.load(session, actor, sandbox_id)
-        _check_startable(sandbox)
-        if sandbox.state != SandboxState.RUNNING:
-            await admission.admit(
-                session,
-                sandbox.team_id,
-                owner=sandbox.owner,
-                tier=sandbox.tier,
-                action=action,
-                timezone=rt.settings.budget_timezone,
-            )
-        sandbox = await access.load(session, actor, sandbox_id, lock=True)
-        _check_startable(sandbox)
-        # Not while a stop, delete or resize is in flight: it would meet a VM this start
-        # booted again, or delete it under a session.
-        lifecycle.check_turn(rt, sandbox)
-        previous = SandboxState(sandbox.state)
-        if previous != SandboxState.RUNNING:
-            await transitions.move(
-                session,
-                sandbox,
-                SandboxState.STARTING,
-                cause="api",
-                actor=actor.key_id,
-                reservation_expires_at=clock.now() + rt.settings.reservation_ttl,
-            )
+    """`action` is what admission counts the start as (`start`, `restart`, `session`).
+
+    A start sent upstream is metered with its reservation, in one transaction: refused, it
+    changes nothing but its audit row."""
+    try:
+        async with transaction(rt.sessions) as session:
+            sandbox, previous, charge = await _reserve_start(rt, session, actor, sandbox_id, action)
+    except TooManyRequests as refusal:
+        await _audit_refused_start(rt, actor, sandbox_id, refusal, action=_audit_action(action))
+        raise
     if previous == SandboxState.RUNNING:
         return await _start_running(rt, actor, sandbox, action=_audit_action(action))
     assert sandbox.upstream_id is not None
@@ -97,7 +78,59 @@ async def start(
         action=_audit_action(action),
         revert_to=previous,
         upstream_id=sandbox.upstream_id,
+        charged=charge,
     )
+
+
+async def _reserve_start(
+    rt: Runtime, session: AsyncSession, actor: Actor, sandbox_id: str, action: str
+) -> tuple[Sandbox, SandboxState, metering.Charge]:
+    """Phase 1 of a start: metered (unless believed running), admitted, reserved `starting`."""
+    # Lock order: the meter's locks, then the org row (inside admit), then the sandbox row,
+    # as a create takes them.
+    sandbox = await access.load(session, actor, sandbox_id)
+    _check_startable(sandbox)
+    charge = metering.Charge()
+    if sandbox.state != SandboxState.RUNNING:
+        charge = await metering.charge(
+            session, rt.settings, actor, sandbox.team_id, (metering.Work.START,)
+        )
+        await admission.admit(
+            session,
+            sandbox.team_id,
+            owner=sandbox.owner,
+            tier=sandbox.tier,
+            action=action,
+            timezone=rt.settings.budget_timezone,
+        )
+    sandbox = await access.load(session, actor, sandbox_id, lock=True)
+    _check_startable(sandbox)
+    # Not while a stop, delete or resize is in flight: it would meet a VM this start booted
+    # again, or delete it under a session.
+    lifecycle.check_turn(rt, sandbox)
+    previous = SandboxState(sandbox.state)
+    if previous != SandboxState.RUNNING:
+        await transitions.move(
+            session,
+            sandbox,
+            SandboxState.STARTING,
+            cause="api",
+            actor=actor.key_id,
+            reservation_expires_at=clock.now() + rt.settings.reservation_ttl,
+        )
+    return sandbox, previous, charge
+
+
+async def _audit_refused_start(
+    rt: Runtime, actor: Actor, sandbox_id: str, refusal: TooManyRequests, *, action: str
+) -> None:
+    """A start refused by the meter or admission (429) is audited, as its other outcomes are."""
+    detail = {"refused": refusal.extra.get("limit"), "scope": refusal.extra.get("scope")}
+    async with transaction(rt.sessions) as session:
+        sandbox = await access.load(session, actor, sandbox_id)
+        await audit.record_sandbox(
+            session, sandbox, actor=actor.key_id, action=action, outcome="refused", detail=detail
+        )
 
 
 def _require_upstream_id(sandbox: Sandbox) -> None:

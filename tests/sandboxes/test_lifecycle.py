@@ -237,6 +237,27 @@ class TestVerbs:
             ("shutdown", "deleted"),
         ]
 
+    async def test_a_start_that_finds_it_woken_records_the_tier_it_runs_at(
+        self, client, sim, runtime
+    ):
+        """Woken by traffic unseen, the VM runs at its old tier: the tier change made while it
+        was stopped here applies when Corral boots it, which this start did not."""
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers, tier="Nano")
+        sid, uid = created["id"], created["upstream_id"]
+        assert (await client.post(f"/v1/sandboxes/{sid}/hibernate", headers=headers)).is_success
+        patched = await client.patch(
+            f"/v1/sandboxes/{sid}", json={"tier": "Micro"}, headers=headers
+        )
+        assert patched.json()["tier"] == "Micro"
+        assert (await sim.post(f"/_simulator/vms/{uid}/wake")).status_code == 200
+        started = await client.post(f"/v1/sandboxes/{sid}/start", headers=headers)
+        assert started.status_code == 200 and started.json()["bootup_type"] == "RUNNING"
+        assert (await vms(sim))[uid]["tier"] == "Nano"
+        assert started.json()["tier"] == "Nano"
+        *_, running = await intervals(runtime, sid)
+        assert running.tier == "Nano" and running.ended_at is None
+
     async def test_delete_of_a_stopped_sandbox_books_nothing_more(self, client, sim, runtime):
         headers = await factories.team_with_key(client)
         created = await factories.sandbox(client, headers)
