@@ -83,11 +83,12 @@ async def advance(rt: Runtime, seconds: float) -> ClockOut:
         # jump (a hibernate, say) would otherwise meet a VM that hibernated itself hours ago
         # and date the stop at its own, later time.
         async with period_lock(rt.engine, wait_seconds=WAIT_SECONDS), clock_gate.jump(rt.engine):
-            # What runs now (a VM woken since the last poll, say) is seen before the jump, so
-            # its stretch is on the books when the jump hibernates it.
+            # What runs now (a VM woken since the last poll, say) is seen before the jump, with
+            # every VM's latest activity, so its stretch is on the books when the jump
+            # hibernates it, and ends when the activity says.
             if rt.simulator is None:
                 await _catch_up(rt, control)
-            await _reconcile(rt, 1)
+            await _reconcile(rt, 1, every_sighting=True)
             moved = await control.advance(seconds)
             replicas = 1
             if rt.simulator is None:
@@ -116,12 +117,12 @@ async def advance(rt: Runtime, seconds: float) -> ClockOut:
     )
 
 
-async def _reconcile(rt: Runtime, periods: int) -> None:
+async def _reconcile(rt: Runtime, periods: int, *, every_sighting: bool = False) -> None:
     """Periods run under the jump's period lock."""
     if not rt.settings.reconcile_enabled:
         return
     for _ in range(periods):
-        await run_period(rt)
+        await run_period(rt, every_sighting=every_sighting)
 
 
 async def publish(rt: Runtime, offset: timedelta) -> int:

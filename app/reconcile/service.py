@@ -84,8 +84,12 @@ async def reconcile_once(
         return await run_period(rt, replica=replica)
 
 
-async def run_period(rt: Runtime, *, replica: str | None = None) -> RunSummary:
-    """One period, for a caller that already holds the period lock (a clock jump does)."""
+async def run_period(
+    rt: Runtime, *, replica: str | None = None, every_sighting: bool = False
+) -> RunSummary:
+    """One period, for a caller that already holds the period lock (a clock jump does).
+    `every_sighting` writes the activity of every listed VM, not only news older than the
+    refresh: a clock jump is about to hibernate them by it."""
     replica = replica or replica_name(rt.settings)
     began = time.perf_counter()
     started_at = clock.now()
@@ -110,7 +114,12 @@ async def run_period(rt: Runtime, *, replica: str | None = None) -> RunSummary:
             await repository.mark_polled(
                 session, run_id, running=poll.concurrent_vm_count, limit=poll.concurrent_vm_limit
             )
-        drift = await _repair(rt, run_id, started_at, poll, summary.phases)
+        refresh = timedelta(
+            seconds=0
+            if every_sighting
+            else rt.settings.reconcile_interval * SIGHTING_REFRESH_PERIODS
+        )
+        drift = await _repair(rt, run_id, started_at, poll, summary.phases, refresh)
     except Exception as exc:
         # Reaching here means the database itself failed (each sandbox is guarded below).
         log.exception("reconcile period failed")
@@ -162,7 +171,12 @@ def _ms_since(began: float) -> int:
 
 
 async def _repair(
-    rt: Runtime, run_id: int, poll_at: datetime, poll: RunningVMs, phases: dict[str, int]
+    rt: Runtime,
+    run_id: int,
+    poll_at: datetime,
+    poll: RunningVMs,
+    phases: dict[str, int],
+    refresh: timedelta,
 ) -> Counter[str]:
     began = time.perf_counter()
     listed = {vm.id: vm for vm in poll.vms if vm.id}
@@ -179,7 +193,7 @@ async def _repair(
         poll_at=poll_at,
         previous_poll_at=previous,
         grace=period.grace,
-        refresh=timedelta(seconds=rt.settings.reconcile_interval * SIGHTING_REFRESH_PERIODS),
+        refresh=refresh,
         intent_window=intent_window(rt.settings),
     )
     phases["load"] = _ms_since(began)

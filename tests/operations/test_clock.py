@@ -122,6 +122,28 @@ class TestCallsWaitingForAJump:
         assert earlier.ended_at is not None
         assert abs(earlier.ended_at - at(first["ended_at"])) < timedelta(seconds=1)
 
+    async def test_activity_since_the_last_sighting_is_seen_before_the_jump(
+        self, client: httpx.AsyncClient, sim: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        """Activity newer than the last written sighting is written however recent that
+        sighting is: the jump hibernates the VM by it."""
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers, hibernation_timeout_seconds=300)
+        await reconcile(runtime)  # seen running, with its first activity
+        await sim.post("/_simulator/clock/advance", json={"seconds": 20})
+        touched = await sim.post(f"/vm/{created['upstream_id']}/start", json={})
+        assert touched.status_code == 200  # running already: its activity is now
+        moved = await client.post(ADVANCE, json={"seconds": 86400}, headers=factories.ADMIN)
+        assert moved.status_code == 200, moved.text
+        [stretch] = (await vm(sim, created["upstream_id"]))["ledger"]["stretches"]
+        [interval] = await intervals(runtime, created["id"])
+        assert interval.ended_at is not None
+        # 320 s upstream, and as long here: not 300 s from the first activity.
+        assert abs(
+            (interval.ended_at - interval.started_at)
+            - (at(stretch["ended_at"]) - at(stretch["started_at"]))
+        ) < timedelta(seconds=1)
+
     async def test_a_jump_waits_until_an_operation_has_written_what_its_call_did(
         self, client: httpx.AsyncClient, sim: httpx.AsyncClient, runtime: Runtime
     ) -> None:
