@@ -33,6 +33,7 @@ from app.locks import Lock
 from app.settings import Settings
 
 _LOCK_SHARED = text("SELECT pg_advisory_lock_shared(:key)")
+_TRY_LOCK_SHARED = text("SELECT pg_try_advisory_lock_shared(:key)")
 _UNLOCK_SHARED = text("SELECT pg_advisory_unlock_shared(:key)")
 _LOCK = text("SELECT pg_advisory_lock(:key)")
 _UNLOCK = text("SELECT pg_advisory_unlock(:key)")
@@ -47,6 +48,7 @@ class _Gated(Protocol):
     def settings(self) -> Settings: ...
     @property
     def engine(self) -> AsyncEngine: ...
+    async def catch_up_with_the_simulator(self) -> None: ...
 
 
 R = TypeVar("R", bound=_Gated)
@@ -57,14 +59,23 @@ def gated(settings: Settings) -> bool:
 
 
 @asynccontextmanager
-async def turn(settings: Settings, engine: AsyncEngine) -> AsyncIterator[None]:
+async def turn(
+    settings: Settings,
+    engine: AsyncEngine,
+    *,
+    after_a_jump: Callable[[], Awaitable[None]] | None = None,
+) -> AsyncIterator[None]:
     """Hold off a clock jump for the block (an operation, its upstream calls and the times
-    they are dated by)."""
+    they are dated by). A turn that had to wait for a jump runs `after_a_jump` first: a
+    replica that died mid-jump released the lock without telling anyone the new time."""
     if _IN_TURN.get() or not gated(settings):
         yield
         return
     async with autocommit(engine) as conn:
-        await conn.execute(_LOCK_SHARED, {"key": int(Lock.CLOCK_GATE)})
+        if not await conn.scalar(_TRY_LOCK_SHARED, {"key": int(Lock.CLOCK_GATE)}):
+            await conn.execute(_LOCK_SHARED, {"key": int(Lock.CLOCK_GATE)})
+            if after_a_jump is not None:
+                await after_a_jump()
         held = _IN_TURN.set(True)
         try:
             yield
@@ -80,7 +91,7 @@ def operation(
 
     @functools.wraps(run)
     async def in_turn(rt: R, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        async with turn(rt.settings, rt.engine):
+        async with turn(rt.settings, rt.engine, after_a_jump=rt.catch_up_with_the_simulator):
             return await run(rt, *args, **kwargs)
 
     return in_turn

@@ -37,3 +37,11 @@ class Runtime:
     # The browser-token signing keys this replica accepts, made on first use and reloaded
     # every few seconds (app/sessions/signing_keys.py).
     browser_token_keys: KeyRing | None = None
+
+    async def catch_up_with_the_simulator(self) -> None:
+        """After waiting out a clock jump (`app.clock_gate`): take the simulator's time, in
+        case the replica that jumped died before it told the others."""
+        # Imported here: the clock's operations are built on this module.
+        from app.operations.clock import catch_up
+
+        await catch_up(self)

@@ -144,6 +144,20 @@ async def publish(rt: Runtime, offset: timedelta) -> int:
     return generation
 
 
+async def catch_up(rt: Runtime) -> None:
+    """`_catch_up` on its own, for an operation that waited out a jump. Only a standalone
+    simulator can be left behind; one that does not answer leaves the time as it is."""
+    if rt.settings.upstream_mode != "simulator" or rt.simulator is not None:
+        return
+    control = simulator_clock(rt)
+    try:
+        await _catch_up(rt, control)
+    except (SimulatorUnreachable, ServiceUnavailable):
+        log.warning("could not check the clock against the simulator's", exc_info=True)
+    finally:
+        await control.aclose()
+
+
 async def _catch_up(rt: Runtime, control: SimulatorClock) -> None:
     """Publish the simulator's offset if Corral's is not it: an advance whose replica died
     after the simulator moved left every replica behind."""

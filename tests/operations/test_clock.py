@@ -9,8 +9,9 @@ import asyncio
 import os
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import text
@@ -228,9 +229,16 @@ async def _until_the_jump_waits_for_its_turn(runtime: Runtime) -> None:
 SIM_KEY = "clock-simulator-key"
 
 
+class Stack(NamedTuple):
+    first: processes.Process
+    second: processes.Process
+    simulator: processes.Process
+    database_url: str
+
+
 @pytest.fixture(scope="module")
-def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[processes.Process]]:
-    """Two replicas sharing a database, then the standalone simulator they follow."""
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Two replicas sharing a database, and the standalone simulator they follow."""
     import asyncio
 
     async def database() -> str:
@@ -257,13 +265,13 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[processe
             ) as first,
             processes.corral(**common) as second,
         ):
-            yield [first, second, simulator]
+            yield Stack(first, second, simulator, url)
 
 
 async def test_an_advance_through_one_replica_is_seen_by_the_next_request_to_another(
-    replicas: list[processes.Process],
+    replicas: Stack,
 ) -> None:
-    first, second, _ = replicas
+    first, second = replicas.first, replicas.second
     async with (
         httpx.AsyncClient(base_url=first.url, timeout=30) as a,
         httpx.AsyncClient(base_url=second.url, timeout=30) as b,
@@ -282,13 +290,13 @@ async def test_an_advance_through_one_replica_is_seen_by_the_next_request_to_ano
 
 
 async def test_a_jump_the_replicas_never_heard_of_is_caught_up_before_the_next_advance(
-    replicas: list[processes.Process],
+    replicas: Stack,
 ) -> None:
     """The simulator moved and the advancing replica died before it told the others (here: the
     simulator moved by itself). The next advance catches Corral up first, so what it reconciles
     before its own jump is seen at the simulator's time: the VM that hibernated itself in the
     unheard jump is closed when it did, not a day early at the time Corral still had."""
-    first, _, simulator = replicas
+    first, simulator = replicas.first, replicas.simulator
     async with (
         httpx.AsyncClient(base_url=first.url, timeout=30) as a,
         httpx.AsyncClient(base_url=simulator.url, timeout=30) as sim,
@@ -306,6 +314,35 @@ async def test_a_jump_the_replicas_never_heard_of_is_caught_up_before_the_next_a
         [closed] = [e for e in events if e["to_state"] == "hibernated"]
         ended = at(closed["detail"]["ended_at"])
         assert abs(ended - at(stretch["ended_at"])) < timedelta(seconds=5)
+
+
+async def test_an_operation_that_waited_out_a_jump_whose_replica_died_takes_the_new_time(
+    replicas: Stack,
+) -> None:
+    """A replica jumping the clock holds the gate, moves the simulator and dies before it
+    tells anyone (here: the test holds the gate, moves the simulator, and lets go). The
+    operation that waited for the gate takes the simulator's time before it does anything."""
+    first, second, simulator = replicas.first, replicas.second, replicas.simulator
+    async with (
+        httpx.AsyncClient(base_url=first.url, timeout=30) as a,
+        httpx.AsyncClient(base_url=second.url, timeout=30) as b,
+        httpx.AsyncClient(base_url=simulator.url, timeout=30) as sim,
+    ):
+        # From the first advance on, operations take turns with jumps.
+        assert (await a.post(ADVANCE, json={"seconds": 5}, headers=factories.ADMIN)).is_success
+        headers = await factories.team_with_key(b, "waited-team")
+        jumper = await asyncpg.connect(replicas.database_url.replace("+asyncpg", ""))
+        try:
+            await jumper.execute("SELECT pg_advisory_lock($1)", int(Lock.CLOCK_GATE))
+            assert (await sim.post("/_simulator/clock/advance", json={"seconds": 86400})).is_success
+            creating = asyncio.create_task(factories.sandbox(b, headers))
+            await asyncio.sleep(0.5)
+            assert not creating.done(), "the create waits for the jump"
+        finally:
+            await jumper.close()  # the jumping replica dies
+        created = await creating
+        truth = at((await sim.get("/_simulator/clock")).json()["now"])
+        assert abs(at(created["created_at"]) - truth) < timedelta(seconds=5)
 
 
 async def test_a_stop_of_a_vm_that_hibernated_on_its_own_records_when_it_did(
