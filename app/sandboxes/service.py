@@ -205,8 +205,8 @@ async def _start_running(
 @clock_gate.operation
 async def restart(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outcome:
     """Shutdown then start, like the upstream SDK: the VM boots CLEAN on the latest agent."""
-    async with transaction(rt.sessions) as session:
-        sandbox = await access.load(session, actor, sandbox_id, lock=True)
+    async with reading(rt.sessions) as session:
+        sandbox = await access.load(session, actor, sandbox_id)
         _check_startable(sandbox)
     if sandbox.state == SandboxState.RUNNING:
         await stop(rt, actor, sandbox_id, to_state=SandboxState.SHUTDOWN)
@@ -227,7 +227,7 @@ async def stop(
     open, and the reconciler decides from what the upstream lists."""
     to_state = SandboxState(to_state)
     verb = "hibernate" if to_state == SandboxState.HIBERNATED else "shutdown"
-    async with transaction(rt.sessions) as session:
+    async with reading(rt.sessions) as session:
         sandbox = await access.load(session, actor, sandbox_id)
         if sandbox.state in STOPPED:
             return lifecycle.Outcome(sandbox)
@@ -522,7 +522,7 @@ async def delete(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outcom
     """Shut down if running, delete upstream, keep the record and its usage. A delete that
     may have happened is confirmed by looking the sandbox up: gone is deleted, still there is
     not; no answer leaves it `unknown` for the reconciler."""
-    async with transaction(rt.sessions) as session:
+    async with reading(rt.sessions) as session:
         sandbox = await access.load(session, actor, sandbox_id)
         if sandbox.state == SandboxState.DELETED:
             return lifecycle.Outcome(sandbox)
