@@ -466,10 +466,15 @@ async def _shut_down_if_woken(
     """A sandbox stopped here may have been woken by traffic since the last poll saw it; the
     delete would stop it unrecorded, and the minutes it ran, which the upstream bills, would
     be lost. A shutdown first tells: not running (404) or no answer, the delete goes on as
-    asked; done, it ran, from no earlier than the last poll (or its stop, if later) until now."""
+    asked; done, it ran, from no earlier than the last poll (or its stop, if later) until now.
+    Its intent makes a start wait its turn meanwhile: this shutdown would stop what it boots."""
     began = clock.now()
+    intent = str(SandboxState.SHUTDOWN)
+    await lifecycle.note_intent(rt, sandbox, intent, began)
     _, err = await lifecycle.call_upstream(lambda: rt.upstream.shutdown(upstream_id))
     if err is not None:
+        # Not running, or no answer: the delete that follows stops it either way.
+        await lifecycle.drop_intent(rt, sandbox.id, intent)
         return sandbox
     detail = {"upstream": "running", "found_by": "delete"}
     async with transaction(rt.sessions) as session:

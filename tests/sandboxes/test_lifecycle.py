@@ -258,6 +258,43 @@ class TestVerbs:
         *_, running = await intervals(runtime, sid)
         assert running.tier == "Nano" and running.ended_at is None
 
+    async def test_a_start_waits_while_a_delete_checks_the_vm_is_not_running(
+        self, client, sim, runtime
+    ):
+        """The delete's shutdown would stop what the start boots: the start is refused (409)
+        until the delete is done."""
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers)
+        sid = created["id"]
+        assert (await client.post(f"/v1/sandboxes/{sid}/hibernate", headers=headers)).is_success
+        at_shutdown, release = asyncio.Event(), asyncio.Event()
+        simulator = runtime.simulator
+
+        async def held_shutdown(scope, receive, send):
+            if scope["type"] == "http" and scope["path"].endswith("/shutdown"):
+                at_shutdown.set()
+                await release.wait()
+            await simulator(scope, receive, send)
+
+        plain, runtime.upstream = (
+            runtime.upstream,
+            UpstreamClient(
+                "http://simulator", SIMULATOR_KEY, transport=httpx.ASGITransport(app=held_shutdown)
+            ),
+        )
+        try:
+            deleting = asyncio.create_task(client.delete(f"/v1/sandboxes/{sid}", headers=headers))
+            await asyncio.wait_for(at_shutdown.wait(), 10)
+            refused = await client.post(f"/v1/sandboxes/{sid}/start", headers=headers)
+            assert refused.status_code == 409, refused.text
+            release.set()
+            deleted = await deleting
+        finally:
+            await runtime.upstream.aclose()
+            runtime.upstream = plain
+        assert deleted.status_code == 200 and deleted.json()["state"] == "deleted"
+        assert len(await intervals(runtime, sid)) == 1
+
     async def test_delete_of_a_stopped_sandbox_books_nothing_more(self, client, sim, runtime):
         headers = await factories.team_with_key(client)
         created = await factories.sandbox(client, headers)
