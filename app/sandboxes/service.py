@@ -29,7 +29,7 @@ from app.sandboxes.transitions import Audit, Move
 from app.upstream.errors import UpstreamError, UpstreamNotFound, maybe_applied
 from app.upstream.problems import to_problem
 from app.upstream.tiers import tier_of
-from app.usage import statements
+from app.usage import ledger, statements
 
 # A stop is asked of a sandbox in one of these; `unknown` may be running upstream.
 STOPPABLE = frozenset({SandboxState.RUNNING, SandboxState.UNKNOWN})
@@ -466,8 +466,9 @@ async def _shut_down_if_woken(
     """A sandbox stopped here may have been woken by traffic since the last poll saw it; the
     delete would stop it unrecorded, and the minutes it ran, which the upstream bills, would
     be lost. A shutdown first tells: not running (404) or no answer, the delete goes on as
-    asked; done, it ran, from no earlier than the last poll (or its stop, if later) until now.
-    Its intent makes a start wait its turn meanwhile: this shutdown would stop what it boots."""
+    asked; done, it ran, from no earlier than the last poll (or its stop, if later) until now,
+    at the tier it last ran at (traffic does not apply a tier changed here since). Its intent
+    makes a start wait its turn meanwhile: this shutdown would stop what it boots."""
     began = clock.now()
     intent = str(SandboxState.SHUTDOWN)
     await lifecycle.note_intent(rt, sandbox, intent, began)
@@ -490,6 +491,7 @@ async def _shut_down_if_woken(
                 actor=None,
                 at=min(since, began),
                 detail={**detail, "estimated_start": min(since, began).isoformat()},
+                tier=await ledger.last_tier(session, row.id),
             )
         if row.state == SandboxState.RUNNING:
             await transitions.move(

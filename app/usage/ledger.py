@@ -65,3 +65,15 @@ async def intervals_of(session: AsyncSession, sandbox_id: str) -> list[UsageInte
         .order_by(UsageInterval.started_at, UsageInterval.id)
     )
     return list(rows)
+
+
+async def last_tier(session: AsyncSession, sandbox_id: str) -> str | None:
+    """The tier the sandbox last ran at upstream: its latest interval's. A VM woken by traffic
+    runs at it, not at a tier changed here while it was stopped (that waits for a start)."""
+    tier: str | None = await session.scalar(
+        select(UsageInterval.tier)
+        .where(UsageInterval.sandbox_id == sandbox_id)
+        .order_by(UsageInterval.started_at.desc(), UsageInterval.id.desc())
+        .limit(1)
+    )
+    return tier

@@ -237,6 +237,24 @@ class TestVerbs:
             ("shutdown", "deleted"),
         ]
 
+    async def test_delete_of_a_sandbox_woken_unseen_books_the_tier_it_ran_at(
+        self, client, sim, runtime
+    ):
+        """Resized while stopped here, then woken by traffic: the VM ran at its old tier, so
+        the stretch the delete finds is booked at that tier, not at the pending one."""
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers, tier="Nano")
+        sid, uid = created["id"], created["upstream_id"]
+        assert (await client.post(f"/v1/sandboxes/{sid}/hibernate", headers=headers)).is_success
+        patched = await client.patch(
+            f"/v1/sandboxes/{sid}", json={"tier": "Micro"}, headers=headers
+        )
+        assert patched.json()["tier"] == "Micro"
+        assert (await sim.post(f"/_simulator/vms/{uid}/wake")).status_code == 200
+        assert (await client.delete(f"/v1/sandboxes/{sid}", headers=headers)).is_success
+        first, woken = await intervals(runtime, sid)
+        assert (first.tier, woken.tier) == ("Nano", "Nano")
+
     async def test_a_start_that_finds_it_woken_records_the_tier_it_runs_at(
         self, client, sim, runtime
     ):
