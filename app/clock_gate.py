@@ -33,7 +33,11 @@ from app.locks import Lock
 from app.settings import Settings
 
 _LOCK_SHARED = text("SELECT pg_advisory_lock_shared(:key)")
-_TRY_LOCK_SHARED = text("SELECT pg_try_advisory_lock_shared(:key)")
+# With whether a jump is marked under way: a database restart mid-jump drops the jump's lock.
+_TRY_LOCK_SHARED = text(
+    "SELECT pg_try_advisory_lock_shared(:key) AS free,"
+    " (SELECT jumping FROM clock_state WHERE id = 1) AS jumping"
+)
 _UNLOCK_SHARED = text("SELECT pg_advisory_unlock_shared(:key)")
 _LOCK = text("SELECT pg_advisory_lock(:key)")
 _UNLOCK = text("SELECT pg_advisory_unlock(:key)")
@@ -66,16 +70,18 @@ async def turn(
     after_a_jump: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[None]:
     """Hold off a clock jump for the block (an operation, its upstream calls and the times
-    they are dated by). A turn that had to wait for a jump runs `after_a_jump` first: a
-    replica that died mid-jump released the lock without telling anyone the new time."""
+    they are dated by). A turn that had to wait for a jump, or found one marked under way
+    with the lock free, runs `after_a_jump` first: a replica that died mid-jump, or a database
+    restart, released the lock before anyone was told the new time."""
     if _IN_TURN.get() or not gated(settings):
         yield
         return
     async with autocommit(engine) as conn:
-        if not await conn.scalar(_TRY_LOCK_SHARED, {"key": int(Lock.CLOCK_GATE)}):
+        tried = (await conn.execute(_TRY_LOCK_SHARED, {"key": int(Lock.CLOCK_GATE)})).one()
+        if not tried.free:
             await conn.execute(_LOCK_SHARED, {"key": int(Lock.CLOCK_GATE)})
-            if after_a_jump is not None:
-                await after_a_jump()
+        if (not tried.free or tried.jumping) and after_a_jump is not None:
+            await after_a_jump()
         held = _IN_TURN.set(True)
         try:
             yield

@@ -21,7 +21,10 @@ With `--simulated-days N` the shared clock also moves through `POST /v1/admin/cl
 while traffic runs (one step a second), so VMs auto-hibernate, a few hibernated VMs are woken by
 traffic (`POST /_simulator/vms/{id}/wake`), team c's monthly budget runs out and rolls over,
 and the price book gets a new version half-way (same credits per hour, another USD price per
-credit, so credits stay comparable with the upstream's bill).
+credit, so credits stay comparable with the upstream's bill). Traffic leaves alone a VM this
+bench is deleting at that moment (`wakes.skipped_deleting` counts them): no upstream endpoint
+tells whether one VM is running, so a wake landing between a delete's check and its DELETE is
+billed upstream and seen by no control plane; the figures measure what Corral can know.
 
 Measured: requests by status and by verb x status, p50/p99 latency per verb, the most VMs
 running upstream at once (sampled every 200 ms) against the org limit, sandboxes not converged
@@ -254,6 +257,10 @@ class Run:
         self.timeline: list[dict[str, Any]] = []
         self.clock_info: dict[str, Any] = {}
         self.wakes: Counter[str] = Counter()
+        # What traffic must not wake: the upstream ids of sandboxes with a delete in flight,
+        # learnt from the sandboxes Corral's answers carry.
+        self.upstream_ids: dict[str, str] = {}
+        self.deleting: Counter[str] = Counter()
         self.metrics: dict[str, dict[str, float]] = {}
         self.http: httpx.AsyncClient
 
@@ -293,6 +300,20 @@ class Run:
     def base(self) -> str:
         return self.rng.choice(self.live).process.url
 
+    def learn_upstream_ids(self, response: httpx.Response) -> None:
+        try:
+            answer = response.json()
+        except ValueError:
+            return
+        items = answer.get("items", [answer]) if isinstance(answer, dict) else []
+        for item in items:
+            if isinstance(item, dict) and item.get("upstream_id") and item.get("id"):
+                self.upstream_ids[str(item["upstream_id"])] = str(item["id"])
+
+    def being_deleted(self, vm_id: str) -> bool:
+        sandbox = self.upstream_ids.get(vm_id)
+        return sandbox is not None and self.deleting[sandbox] > 0
+
     async def call(
         self,
         verb: str,
@@ -309,6 +330,9 @@ class Run:
         started = time.monotonic()
         status: str
         response: httpx.Response | None = None
+        deleting = re.search(r"sbx_[a-z0-9]{12}", path) if method == "DELETE" else None
+        if deleting:
+            self.deleting[deleting.group(0)] += 1
         try:
             response = await self.http.request(
                 method, url, json=body, headers={**headers, "X-Request-Id": request_id}
@@ -318,6 +342,11 @@ class Run:
             status = "client-timeout"
         except httpx.HTTPError as exc:
             status = f"transport:{type(exc).__name__}"
+        finally:
+            if deleting:
+                self.deleting[deleting.group(0)] -= 1
+        if response is not None and response.is_success:
+            self.learn_upstream_ids(response)
         found = re.search(r"sbx_[a-z0-9]{12}", path)
         if found is None and response is not None and response.status_code == 201:
             with contextlib.suppress(ValueError, AttributeError):
@@ -654,6 +683,9 @@ class Run:
             hibernated = (await self.control("GET", "/_simulator/vms?state=hibernated")).json()
             corral_vms = [vm["id"] for vm in hibernated["vms"] if "corral" in vm["tags"]]
             for vm_id in rng.sample(corral_vms, min(args.wakes_per_step, len(corral_vms))):
+                if self.being_deleted(vm_id):
+                    self.wakes["skipped_deleting"] += 1
+                    continue
                 woken = await self.http.post(f"{self.sim.url}/_simulator/vms/{vm_id}/wake")
                 self.wakes[str(woken.status_code)] += 1
             if number == steps // 2:

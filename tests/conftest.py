@@ -37,7 +37,7 @@ RESET_SEED = [
     "DELETE FROM price_books WHERE created_by IS DISTINCT FROM 'migration'",
     "UPDATE org_plan SET plan = 'scale', plan_limit = 250, observed_limit = NULL,"
     " observed_at = NULL",
-    "UPDATE clock_state SET offset_us = 0, generation = 0",
+    "UPDATE clock_state SET offset_us = 0, generation = 0, jumping = false",
 ]
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, SmallInteger, String
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, SmallInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base
@@ -10,7 +10,8 @@ from app.models.base import Base
 
 class ClockState(Base):
     """The one row of the simulated clock's offset, shared by every replica when the upstream
-    is a standalone simulator (app/operations/clock.py); `generation` counts its changes."""
+    is a standalone simulator (app/operations/clock.py); `generation` counts its changes;
+    `jumping` is set from just before the simulator jumps until the new offset is published."""
 
     __tablename__ = "clock_state"
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
@@ -18,6 +19,7 @@ class ClockState(Base):
     id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     offset_us: Mapped[int] = mapped_column(BigInteger)
     generation: Mapped[int] = mapped_column(BigInteger)
+    jumping: Mapped[bool] = mapped_column(Boolean, server_default="false")
 
 
 class Replica(Base):

@@ -89,6 +89,10 @@ async def advance(rt: Runtime, seconds: float) -> ClockOut:
             if rt.simulator is None:
                 await _catch_up(rt, control)
             await _reconcile(rt, 1, every_sighting=True)
+            if rt.simulator is None:
+                # Committed before the simulator moves: a database restart from here on drops
+                # the gate's lock, and the operations it lets through must know to look.
+                await _mark_jumping(rt)
             moved = await control.advance(seconds)
             replicas = 1
             if rt.simulator is None:
@@ -130,8 +134,8 @@ async def publish(rt: Runtime, offset: timedelta) -> int:
         generation: int = (
             await session.execute(
                 text(
-                    "UPDATE clock_state SET offset_us = :offset,"
-                    " generation = generation + 1 WHERE id = 1 RETURNING generation"
+                    "UPDATE clock_state SET offset_us = :offset, generation = generation + 1,"
+                    " jumping = false WHERE id = 1 RETURNING generation"
                 ),
                 {"offset": offset // timedelta(microseconds=1)},
             )
@@ -144,9 +148,15 @@ async def publish(rt: Runtime, offset: timedelta) -> int:
     return generation
 
 
+async def _mark_jumping(rt: Runtime) -> None:
+    async with transaction(rt.sessions) as session:
+        await session.execute(text("UPDATE clock_state SET jumping = true WHERE id = 1"))
+
+
 async def catch_up(rt: Runtime) -> None:
-    """`_catch_up` on its own, for an operation that waited out a jump. Only a standalone
-    simulator can be left behind; one that does not answer leaves the time as it is."""
+    """`_catch_up` on its own, for an operation that waited out a jump or found one marked
+    under way with no lock held (a database restart dropped it). Only a standalone simulator
+    can be left behind; one that does not answer leaves the time as it is."""
     if rt.settings.upstream_mode != "simulator" or rt.simulator is not None:
         return
     control = simulator_clock(rt)
@@ -159,10 +169,13 @@ async def catch_up(rt: Runtime) -> None:
 
 
 async def _catch_up(rt: Runtime, control: SimulatorClock) -> None:
-    """Publish the simulator's offset if Corral's is not it: an advance whose replica died
-    after the simulator moved left every replica behind."""
+    """Publish the simulator's offset if Corral's is not it, or a jump is marked under way: an
+    advance whose replica died, or whose database restarted, after the simulator moved left
+    every replica behind."""
     offset = timedelta(seconds=(await control.read()).offset_seconds)
-    if abs(offset - clock.CLOCK.offset) > timedelta(milliseconds=1):
+    async with transaction(rt.sessions) as session:
+        marked = bool(await session.scalar(text("SELECT jumping FROM clock_state WHERE id = 1")))
+    if marked or abs(offset - clock.CLOCK.offset) > timedelta(milliseconds=1):
         log.warning("clock behind the simulator's; catching up", extra={"offset": str(offset)})
         clock.CLOCK.set_offset(offset)
         await wait_for_replicas(rt, await publish(rt, offset))

@@ -345,6 +345,32 @@ async def test_an_operation_that_waited_out_a_jump_whose_replica_died_takes_the_
         assert abs(at(created["created_at"]) - truth) < timedelta(seconds=5)
 
 
+async def test_an_operation_that_finds_a_jump_marked_with_the_gate_free_takes_the_new_time(
+    replicas: Stack,
+) -> None:
+    """A database restart mid-jump drops the gate's lock while the jump is still to be told
+    (here: the test marks a jump, moves the simulator and holds no lock). The next operation
+    finds the gate free but the jump marked, and takes the simulator's time first."""
+    first, second, simulator = replicas.first, replicas.second, replicas.simulator
+    async with (
+        httpx.AsyncClient(base_url=first.url, timeout=30) as a,
+        httpx.AsyncClient(base_url=second.url, timeout=30) as b,
+        httpx.AsyncClient(base_url=simulator.url, timeout=30) as sim,
+    ):
+        assert (await a.post(ADVANCE, json={"seconds": 5}, headers=factories.ADMIN)).is_success
+        headers = await factories.team_with_key(b, "marked-team")
+        db = await asyncpg.connect(replicas.database_url.replace("+asyncpg", ""))
+        try:
+            await db.execute("UPDATE clock_state SET jumping = true WHERE id = 1")
+            assert (await sim.post("/_simulator/clock/advance", json={"seconds": 86400})).is_success
+            created = await factories.sandbox(b, headers)
+            truth = at((await sim.get("/_simulator/clock")).json()["now"])
+            assert abs(at(created["created_at"]) - truth) < timedelta(seconds=5)
+            assert await db.fetchval("SELECT jumping FROM clock_state WHERE id = 1") is False
+        finally:
+            await db.close()
+
+
 async def test_a_stop_of_a_vm_that_hibernated_on_its_own_records_when_it_did(
     client: httpx.AsyncClient, sim: httpx.AsyncClient, runtime: Runtime
 ) -> None:
