@@ -99,15 +99,19 @@ def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big", signed=True)
 
 
+# One round trip for both locks: a function scan yields the array's elements in order, and
+# each row's lock is taken as it is produced.
+_LOCK_IN_ORDER = text(
+    "SELECT pg_advisory_xact_lock(:cls, k) FROM unnest(CAST(:keys AS integer[])) AS k"
+)
+
+
 async def _lock(session: AsyncSession, team_id: str, key_id: str) -> None:
     """Serialise charges of this team and of this key until the transaction ends. The key has
     a lock of its own because an admin key charges many teams. Taken in ascending order, so
     two charges that share both locks never wait on each other in a cycle."""
-    for value in sorted({_lock_key(f"team:{team_id}"), _lock_key(f"key:{key_id}")}):
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(:cls, :key)"),
-            {"cls": int(Lock.UPSTREAM_WORK), "key": value},
-        )
+    keys = sorted({_lock_key(f"team:{team_id}"), _lock_key(f"key:{key_id}")})
+    await session.execute(_LOCK_IN_ORDER, {"cls": int(Lock.UPSTREAM_WORK), "keys": keys})
 
 
 @dataclass(frozen=True)
