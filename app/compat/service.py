@@ -55,7 +55,7 @@ from app.admission import service as admission
 from app.audit import service as audit
 from app.compat import repository as compat_repository
 from app.compat.schemas import PRIVACY_NAMES, ForkRequest, StartRequest, sandbox_view, specs_of
-from app.db import transaction
+from app.db import reading, transaction
 from app.errors import OwnerMismatch, SandboxNotFound, TeamKeyRequired
 from app.identity.actor import Actor
 from app.models import Sandbox, Team
@@ -276,7 +276,8 @@ async def running_vms(rt: Runtime, actor: Actor) -> dict[str, Any]:
     become a date in 1970 there)."""
     assert actor.team_id is not None
     at = clock.now()
-    async with transaction(rt.sessions) as session:
+    # Reads alone, each its own snapshot: the answer is a listing, as the upstream's is.
+    async with reading(rt.sessions) as session:
         rows = await compat_repository.running(session, team_id=actor.team_id, owner=actor.owner)
         limit = await team_limit(session, actor.team_id)
         # The price book read once, not once per VM.
