@@ -111,6 +111,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     admin_key=ADMIN_KEY,
                     log_dir=logs,
                     log_level="WARNING",
+                    **processes.UNMETERED,
                 )
             )
             for _ in range(args.replicas)

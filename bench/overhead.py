@@ -116,6 +116,7 @@ async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
             admin_key=ADMIN_KEY,
             log_dir=logs,
             log_level=args.log_level,
+            **processes.UNMETERED,
         ) as corral_process,
     ):
         # Idle connections go after 1 s, before uvicorn closes them (5 s): a POST sent on a
