@@ -159,9 +159,8 @@ async def _start_running(
     # No intent is written here: many people's sessions on one sandbox each start it; a stop
     # that races this start is settled below by the boot type the upstream answers.
     began = clock.now()
-    started, err = await lifecycle.call_upstream(
-        lambda: rt.upstream.start(upstream_id, lifecycle.start_options(sandbox))
-    )
+    options = lifecycle.start_options(sandbox)
+    started, err = await lifecycle.call_upstream(lambda: rt.upstream.start(upstream_id, options))
     if err is not None:
         raise to_problem(err, sandbox_id=sandbox.id)
     assert started is not None
@@ -184,7 +183,8 @@ async def _start_running(
             )
         if booted and row.state in STOPPED:
             # Stopped (unseen, or by a stop that settled while this start was in flight), and
-            # booted again by this start: it runs from now.
+            # booted again by this start: it runs from now, at the tier this start sent (a
+            # resize recorded meanwhile changed a VM that has since stopped).
             await transitions.move(
                 session,
                 row,
@@ -194,6 +194,7 @@ async def _start_running(
                 at=at,
                 detail=detail,
                 audit=Audit(action, detail),
+                tier=options.tier,
             )
         else:
             await audit.record_sandbox(

@@ -313,6 +313,51 @@ class TestVerbs:
         assert deleted.status_code == 200 and deleted.json()["state"] == "deleted"
         assert len(await intervals(runtime, sid)) == 1
 
+    async def test_a_start_that_boots_a_vm_stopped_meanwhile_books_the_tier_it_sent(
+        self, client, sim, runtime
+    ):
+        """A start of a running sandbox is in flight while a resize and a hibernate of it
+        settle: the start boots the hibernated VM at the tier it sent, not the resized one."""
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers, tier="Micro")
+        sid, uid = created["id"], created["upstream_id"]
+        at_start, release = asyncio.Event(), asyncio.Event()
+        simulator = runtime.simulator
+
+        async def held_start(scope, receive, send):
+            if scope["type"] == "http" and scope["path"].endswith("/start"):
+                at_start.set()
+                await release.wait()
+            await simulator(scope, receive, send)
+
+        held = UpstreamClient(
+            "http://simulator", SIMULATOR_KEY, transport=httpx.ASGITransport(app=held_start)
+        )
+        plain = runtime.upstream
+        runtime.upstream = held
+        try:
+            starting = asyncio.create_task(
+                client.post(f"/v1/sandboxes/{sid}/start", headers=headers)
+            )
+            await asyncio.wait_for(at_start.wait(), 10)
+            runtime.upstream = plain
+            resized = await client.patch(
+                f"/v1/sandboxes/{sid}", json={"tier": "Small"}, headers=headers
+            )
+            assert resized.status_code == 200 and resized.json()["tier"] == "Small"
+            stopped = await client.post(f"/v1/sandboxes/{sid}/hibernate", headers=headers)
+            assert stopped.status_code == 200
+            runtime.upstream = held
+            release.set()
+            started = await starting
+        finally:
+            runtime.upstream = plain
+            await held.aclose()
+        assert started.status_code == 200 and started.json()["bootup_type"] == "RESUME"
+        assert (await vms(sim))[uid]["tier"] == "Micro"
+        *_, running = await intervals(runtime, sid)
+        assert running.tier == "Micro" and running.ended_at is None
+
     async def test_delete_of_a_stopped_sandbox_books_nothing_more(self, client, sim, runtime):
         headers = await factories.team_with_key(client)
         created = await factories.sandbox(client, headers)
