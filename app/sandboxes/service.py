@@ -242,14 +242,17 @@ async def stop(
     await lifecycle.note_intent(rt, sandbox, str(to_state), began)
     _, err = await lifecycle.call_upstream(lambda: call(upstream_id))
     at: datetime | None = None
+    # Not running after an attempt of ours that may have stopped it: ours, unless the VM
+    # would have hibernated itself before we asked (below).
+    ours_or_its_own = False
     if isinstance(err, UpstreamNotFound) and err.earlier_maybe_applied:
-        err, at = None, began  # not running after our own attempt that may have stopped it
+        err, ours_or_its_own = None, True
     if err is not None and maybe_applied(err):
         _, again = await lifecycle.call_upstream(lambda: call(upstream_id))
         if again is None:
             err = None  # stopped now, by this call
         elif isinstance(again, UpstreamNotFound):
-            err, at = None, began  # the first call stopped it
+            err, ours_or_its_own = None, True
         else:
             # Whatever the second answer, the first call may still have stopped it.
             await _record_uncertain(
@@ -274,9 +277,14 @@ async def stop(
     already_stopped = isinstance(err, UpstreamNotFound)
     asked = Audit(f"sandbox.{verb}", actor=actor.key_id, cause=cause)
     detail: dict[str, Any] = {}
-    if already_stopped:
+    if already_stopped or ours_or_its_own:
         async with transaction(rt.sessions) as session:
             at = await _stopped_unseen_at(session, sandbox, began)
+        # A VM whose timeout ran out before the stop was sent had stopped on its own.
+        already_stopped = already_stopped or at < began
+        at = at if already_stopped else began
+    if already_stopped:
+        assert at is not None
         to_state = SandboxState.HIBERNATED
         detail = {"upstream": "not running", "estimated_end": at.isoformat()}
     change = Move(

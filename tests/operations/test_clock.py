@@ -387,3 +387,52 @@ async def test_a_stop_of_a_vm_that_hibernated_on_its_own_records_when_it_did(
     [interval] = await intervals(runtime, created["id"])
     assert interval.ended_at is not None
     assert abs(interval.ended_at - at(stretch["ended_at"])) < timedelta(seconds=1)
+
+
+async def test_a_stop_whose_first_answer_was_lost_finds_the_vm_had_hibernated_itself(
+    client: httpx.AsyncClient, sim: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """The first shutdown's answer is lost, the second says not running: the stop may have
+    done it, but the VM's timeout ran out hours before it was sent, so it hibernated itself,
+    and its interval ends then, not at the stop."""
+    headers = await factories.team_with_key(client)
+    created = await factories.sandbox(client, headers, hibernation_timeout_seconds=300)
+    await reconcile(runtime)  # seen running, with its last activity
+    await client.post(ADVANCE, json={"seconds": 86400}, headers=factories.ADMIN)
+    simulator, lost = runtime.simulator, []
+
+    async def first_answer_lost(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/shutdown") and not lost:
+            lost.append(scope["path"])
+            await answer_empty(send, 502)
+            return
+        await simulator(scope, receive, send)  # type: ignore[operator]
+
+    plain, runtime.upstream = (
+        runtime.upstream,
+        UpstreamClient(
+            "http://simulator",
+            SIMULATOR_KEY,
+            transport=httpx.ASGITransport(app=first_answer_lost),
+            backoff_base=0.01,
+            backoff_max=0.05,
+        ),
+    )
+    try:
+        response = await client.post(f"/v1/sandboxes/{created['id']}/shutdown", headers=headers)
+    finally:
+        await runtime.upstream.aclose()
+        runtime.upstream = plain
+    assert lost, "the first shutdown was answered 502"
+    assert response.status_code == 200, response.text
+    assert (response.json()["state"], response.json()["last_cause"]) == ("hibernated", "upstream")
+    [stretch] = (await vm(sim, created["upstream_id"]))["ledger"]["stretches"]
+    [interval] = await intervals(runtime, created["id"])
+    assert interval.ended_at is not None
+    assert abs(interval.ended_at - at(stretch["ended_at"])) < timedelta(seconds=1)
+
+
+async def answer_empty(send: Any, status: int) -> None:
+    """An ASGI answer with an empty body, as a gateway gives when the upstream's was lost."""
+    await send({"type": "http.response.start", "status": status, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
