@@ -20,11 +20,10 @@ from app.db import create_engine, migrate
 from app.locks import Lock
 from app.runtime import Runtime
 from app.settings import Settings
-from app.upstream.client import UpstreamClient
 from tests import processes
-from tests.conftest import ADMIN_KEY, SIMULATOR_KEY
+from tests.conftest import ADMIN_KEY
 from tests.database import recreate
-from tests.fixtures import factories
+from tests.fixtures import factories, upstream
 from tests.reconcile.helpers import at, intervals, reconcile, sandbox, vm
 
 ADVANCE = "/v1/admin/clock/advance"
@@ -173,33 +172,24 @@ class TestCallsWaitingForAJump:
                 )
                 held.set()
 
-        plain, runtime.upstream = (
-            runtime.upstream,
-            UpstreamClient(
-                "http://simulator",
-                SIMULATOR_KEY,
-                transport=httpx.ASGITransport(app=start_then_hold_the_row),
-            ),
-        )
         try:
-            starting = asyncio.create_task(
-                client.post(f"/v1/sandboxes/{created['id']}/start", headers=headers)
-            )
-            await asyncio.wait_for(held.wait(), 10)
-            before = (await sim.get("/_simulator/clock")).json()["offset_seconds"]
-            jump = asyncio.create_task(
-                client.post(ADVANCE, json={"seconds": 86400}, headers=factories.ADMIN)
-            )
-            await _until_the_jump_waits_for_its_turn(runtime)
-            assert (await sim.get("/_simulator/clock")).json()["offset_seconds"] == before
-            await holder.commit()
-            started = await starting
-            assert started.status_code == 200, started.text
-            assert (await jump).status_code == 200
+            async with upstream.through(runtime, start_then_hold_the_row):
+                starting = asyncio.create_task(
+                    client.post(f"/v1/sandboxes/{created['id']}/start", headers=headers)
+                )
+                await asyncio.wait_for(held.wait(), 10)
+                before = (await sim.get("/_simulator/clock")).json()["offset_seconds"]
+                jump = asyncio.create_task(
+                    client.post(ADVANCE, json={"seconds": 86400}, headers=factories.ADMIN)
+                )
+                await _until_the_jump_waits_for_its_turn(runtime)
+                assert (await sim.get("/_simulator/clock")).json()["offset_seconds"] == before
+                await holder.commit()
+                started = await starting
+                assert started.status_code == 200, started.text
+                assert (await jump).status_code == 200
         finally:
             await holder.close()
-            await runtime.upstream.aclose()
-            runtime.upstream = plain
         stretches = (await vm(sim, created["upstream_id"]))["ledger"]["stretches"]
         ran = await intervals(runtime, created["id"])
         assert len(ran) == len(stretches) == 2
@@ -408,21 +398,8 @@ async def test_a_stop_whose_first_answer_was_lost_finds_the_vm_had_hibernated_it
             return
         await simulator(scope, receive, send)  # type: ignore[operator]
 
-    plain, runtime.upstream = (
-        runtime.upstream,
-        UpstreamClient(
-            "http://simulator",
-            SIMULATOR_KEY,
-            transport=httpx.ASGITransport(app=first_answer_lost),
-            backoff_base=0.01,
-            backoff_max=0.05,
-        ),
-    )
-    try:
+    async with upstream.through(runtime, first_answer_lost):
         response = await client.post(f"/v1/sandboxes/{created['id']}/shutdown", headers=headers)
-    finally:
-        await runtime.upstream.aclose()
-        runtime.upstream = plain
     assert lost, "the first shutdown was answered 502"
     assert response.status_code == 200, response.text
     assert (response.json()["state"], response.json()["last_cause"]) == ("hibernated", "upstream")

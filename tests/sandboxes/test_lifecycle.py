@@ -17,7 +17,7 @@ from app.sandboxes import transitions
 from app.sandboxes.states import SandboxState
 from app.upstream.client import UpstreamClient
 from tests.conftest import SIMULATOR_KEY
-from tests.fixtures import factories
+from tests.fixtures import factories, upstream
 
 
 async def vms(sim: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
@@ -112,22 +112,13 @@ class TestCreate:
                 await release.wait()
             await simulator(scope, receive, send)
 
-        plain, runtime.upstream = (
-            runtime.upstream,
-            UpstreamClient(
-                "http://simulator",
-                SIMULATOR_KEY,
-                transport=httpx.ASGITransport(app=held_start),
-            ),
-        )
-        creating = asyncio.create_task(client.post("/v1/sandboxes", json={}, headers=headers))
-        await asyncio.wait_for(at_start.wait(), 10)
-        summary = await reconcile_once(runtime, replica="test")
-        assert summary.drift == {"unresolved": 1}
-        release.set()
-        response = await creating
-        await runtime.upstream.aclose()
-        runtime.upstream = plain
+        async with upstream.through(runtime, held_start):
+            creating = asyncio.create_task(client.post("/v1/sandboxes", json={}, headers=headers))
+            await asyncio.wait_for(at_start.wait(), 10)
+            summary = await reconcile_once(runtime, replica="test")
+            assert summary.drift == {"unresolved": 1}
+            release.set()
+            response = await creating
 
         assert response.status_code == 201, response.text
         created = response.json()
@@ -294,22 +285,13 @@ class TestVerbs:
                 await release.wait()
             await simulator(scope, receive, send)
 
-        plain, runtime.upstream = (
-            runtime.upstream,
-            UpstreamClient(
-                "http://simulator", SIMULATOR_KEY, transport=httpx.ASGITransport(app=held_shutdown)
-            ),
-        )
-        try:
+        async with upstream.through(runtime, held_shutdown):
             deleting = asyncio.create_task(client.delete(f"/v1/sandboxes/{sid}", headers=headers))
             await asyncio.wait_for(at_shutdown.wait(), 10)
             refused = await client.post(f"/v1/sandboxes/{sid}/start", headers=headers)
             assert refused.status_code == 409, refused.text
             release.set()
             deleted = await deleting
-        finally:
-            await runtime.upstream.aclose()
-            runtime.upstream = plain
         assert deleted.status_code == 200 and deleted.json()["state"] == "deleted"
         assert len(await intervals(runtime, sid)) == 1
 
