@@ -15,8 +15,6 @@ from app.models import AuditEntry, Sandbox
 from app.reconcile.service import reconcile_once
 from app.sandboxes import transitions
 from app.sandboxes.states import SandboxState
-from app.upstream.client import UpstreamClient
-from tests.conftest import SIMULATOR_KEY
 from tests.fixtures import factories, upstream
 
 
@@ -233,15 +231,7 @@ class TestVerbs:
     ):
         """Resized while stopped here, then woken by traffic: the VM ran at its old tier, so
         the stretch the delete finds is booked at that tier, not at the pending one."""
-        headers = await factories.team_with_key(client)
-        created = await factories.sandbox(client, headers, tier="Nano")
-        sid, uid = created["id"], created["upstream_id"]
-        assert (await client.post(f"/v1/sandboxes/{sid}/hibernate", headers=headers)).is_success
-        patched = await client.patch(
-            f"/v1/sandboxes/{sid}", json={"tier": "Micro"}, headers=headers
-        )
-        assert patched.json()["tier"] == "Micro"
-        assert (await sim.post(f"/_simulator/vms/{uid}/wake")).status_code == 200
+        headers, sid, _ = await _resized_while_stopped_then_woken(client, sim)
         assert (await client.delete(f"/v1/sandboxes/{sid}", headers=headers)).is_success
         first, woken = await intervals(runtime, sid)
         assert (first.tier, woken.tier) == ("Nano", "Nano")
@@ -251,15 +241,7 @@ class TestVerbs:
     ):
         """Woken by traffic unseen, the VM runs at its old tier: the tier change made while it
         was stopped here applies when Corral boots it, which this start did not."""
-        headers = await factories.team_with_key(client)
-        created = await factories.sandbox(client, headers, tier="Nano")
-        sid, uid = created["id"], created["upstream_id"]
-        assert (await client.post(f"/v1/sandboxes/{sid}/hibernate", headers=headers)).is_success
-        patched = await client.patch(
-            f"/v1/sandboxes/{sid}", json={"tier": "Micro"}, headers=headers
-        )
-        assert patched.json()["tier"] == "Micro"
-        assert (await sim.post(f"/_simulator/vms/{uid}/wake")).status_code == 200
+        headers, sid, uid = await _resized_while_stopped_then_woken(client, sim)
         started = await client.post(f"/v1/sandboxes/{sid}/start", headers=headers)
         assert started.status_code == 200 and started.json()["bootup_type"] == "RUNNING"
         assert (await vms(sim))[uid]["tier"] == "Nano"
@@ -312,29 +294,20 @@ class TestVerbs:
                 await release.wait()
             await simulator(scope, receive, send)
 
-        held = UpstreamClient(
-            "http://simulator", SIMULATOR_KEY, transport=httpx.ASGITransport(app=held_start)
-        )
-        plain = runtime.upstream
-        runtime.upstream = held
-        try:
+        # Only the start is held: the resize and the hibernate pass through to the simulator.
+        async with upstream.through(runtime, held_start):
             starting = asyncio.create_task(
                 client.post(f"/v1/sandboxes/{sid}/start", headers=headers)
             )
             await asyncio.wait_for(at_start.wait(), 10)
-            runtime.upstream = plain
             resized = await client.patch(
                 f"/v1/sandboxes/{sid}", json={"tier": "Small"}, headers=headers
             )
             assert resized.status_code == 200 and resized.json()["tier"] == "Small"
             stopped = await client.post(f"/v1/sandboxes/{sid}/hibernate", headers=headers)
             assert stopped.status_code == 200
-            runtime.upstream = held
             release.set()
             started = await starting
-        finally:
-            runtime.upstream = plain
-            await held.aclose()
         assert started.status_code == 200 and started.json()["bootup_type"] == "RESUME"
         assert (await vms(sim))[uid]["tier"] == "Micro"
         *_, running = await intervals(runtime, sid)
@@ -515,3 +488,16 @@ class TestAdminView:
             "/v1/sandboxes", json={"start": False, "team": "team-a"}, headers=factories.ADMIN
         )
         assert named.status_code == 201 and named.json()["team"] == "team-a"
+
+
+async def _resized_while_stopped_then_woken(client, sim) -> tuple[dict[str, str], str, str]:
+    """A Nano sandbox, hibernated, resized to Micro here (pending its next start), then woken
+    by traffic upstream at Nano: its key's headers, its id and its upstream id."""
+    headers = await factories.team_with_key(client)
+    created = await factories.sandbox(client, headers, tier="Nano")
+    sid, uid = created["id"], created["upstream_id"]
+    assert (await client.post(f"/v1/sandboxes/{sid}/hibernate", headers=headers)).is_success
+    patched = await client.patch(f"/v1/sandboxes/{sid}", json={"tier": "Micro"}, headers=headers)
+    assert patched.json()["tier"] == "Micro"
+    assert (await sim.post(f"/_simulator/vms/{uid}/wake")).status_code == 200
+    return headers, sid, uid
