@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from app import clock, clock_gate
-from app.db import transaction
+from app.db import reading, transaction
 from app.deps import AdminActor, RuntimeDep
 from app.errors import NotFound, ServiceUnavailable
 from app.inputs import RequestBody
@@ -173,7 +173,7 @@ async def _catch_up(rt: Runtime, control: SimulatorClock) -> None:
     advance whose replica died, or whose database restarted, after the simulator moved left
     every replica behind."""
     offset = timedelta(seconds=(await control.read()).offset_seconds)
-    async with transaction(rt.sessions) as session:
+    async with reading(rt.sessions) as session:
         marked = bool(await session.scalar(text("SELECT jumping FROM clock_state WHERE id = 1")))
     if marked or abs(offset - clock.CLOCK.offset) > timedelta(milliseconds=1):
         log.warning("clock behind the simulator's; catching up", extra={"offset": str(offset)})
