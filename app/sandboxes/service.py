@@ -180,6 +180,7 @@ async def _start_running(
                 actor=None,
                 at=ended,
                 detail={"upstream": "not running", "estimated_end": ended.isoformat()},
+                keeps_intent=True,
             )
         if booted and row.state in STOPPED:
             # Stopped (unseen, or by a stop that settled while this start was in flight), and
@@ -195,6 +196,9 @@ async def _start_running(
                 detail=detail,
                 audit=Audit(action, detail),
                 tier=options.tier,
+                # A delete that found it stopped may be checking meanwhile whether it runs:
+                # its intent keeps other calls waiting until it has settled.
+                keeps_intent=True,
             )
         else:
             await audit.record_sandbox(
@@ -491,15 +495,15 @@ async def _shut_down_if_woken(
         row = await lifecycle.reload(session, sandbox.id)
         if row.state in STOPPED:
             previous = await reconcile_repository.previous_poll_at(session)
-            since = max(row.state_changed_at, previous or row.state_changed_at)
+            since = max(row.state_changed_at, min(previous or row.state_changed_at, began))
             await transitions.move(
                 session,
                 row,
                 SandboxState.RUNNING,
                 cause="upstream",
                 actor=None,
-                at=min(since, began),
-                detail={**detail, "estimated_start": min(since, began).isoformat()},
+                at=since,
+                detail={**detail, "estimated_start": since.isoformat()},
                 tier=await ledger.last_tier(session, row.id),
             )
         if row.state == SandboxState.RUNNING:
@@ -509,7 +513,8 @@ async def _shut_down_if_woken(
                 SandboxState.SHUTDOWN,
                 cause="api",
                 actor=actor.key_id,
-                at=began,
+                # Never before the row's last move: a start settled meanwhile ran until now.
+                at=max(began, row.state_changed_at),
                 detail=detail,
                 audit=Audit("sandbox.shutdown", detail),
             )

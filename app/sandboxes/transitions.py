@@ -84,6 +84,9 @@ class Move:
     upstream_last_active_at: datetime | None = None
     # Apply only if the row's current state began at this moment (a reconciler's claim).
     if_changed_at: datetime | None = None
+    # A move settles the call that wrote the row's intent, and so clears it; a call that
+    # wrote none (a start of a running sandbox) leaves it to the call in flight that did.
+    keeps_intent: bool = False
 
     @property
     def opens(self) -> bool:
@@ -131,6 +134,7 @@ _MOVE_COLUMNS: dict[str, str] = {
     "expires_at": "timestamptz",
     "seen_at": "timestamptz",
     "active_at": "timestamptz",
+    "keeps_intent": "boolean",
     **_TAIL_COLUMNS,
 }
 _BORN_COLUMNS: dict[str, str] = {
@@ -217,7 +221,9 @@ moved AS (
                u.active_at,
                CASE WHEN u.to_state = {_RUNNING} AND s.state <> {_RUNNING}
                     THEN u.moved_at ELSE s.upstream_last_active_at END),
-           missed_polls = 0, pending_intent = NULL, pending_at = NULL
+           missed_polls = 0,
+           pending_intent = CASE WHEN u.keeps_intent THEN s.pending_intent END,
+           pending_at = CASE WHEN u.keeps_intent THEN s.pending_at END
       FROM u
      WHERE s.id = u.id AND s.state = u.from_state
        AND (u.if_changed_at IS NULL OR s.state_changed_at = u.if_changed_at)
@@ -313,6 +319,7 @@ async def apply(db: Database, moves: Sequence[Move]) -> list[RowMapping]:
             ),
             "seen_at": m.seen_running_at,
             "active_at": m.upstream_last_active_at,
+            "keeps_intent": m.keeps_intent,
             **_tail(
                 at=m.at,
                 cause=m.cause,
@@ -439,6 +446,7 @@ async def move(
     reservation_expires_at: datetime | None = None,
     seen_running_at: datetime | None = None,
     upstream_last_active_at: datetime | None = None,
+    keeps_intent: bool = False,
 ) -> None:
     """Move a sandbox the session holds locked; `sandbox` is brought up to date in place. A
     tier change while running splits the interval."""
@@ -464,6 +472,7 @@ async def move(
                 reservation_expires_at=reservation_expires_at,
                 seen_running_at=seen_running_at,
                 upstream_last_active_at=upstream_last_active_at,
+                keeps_intent=keeps_intent,
             )
         ],
     )

@@ -313,6 +313,61 @@ class TestVerbs:
         *_, running = await intervals(runtime, sid)
         assert running.tier == "Micro" and running.ended_at is None
 
+    async def test_a_start_settled_while_a_delete_checks_the_vm_keeps_the_delete_s_turn(
+        self, client, sim, runtime
+    ):
+        """A start of a running sandbox is in flight while a shutdown settles; a delete then
+        finds it stopped and asks the VM to shut down in case it was woken. The start boots
+        it (CLEAN) and settles it running: the delete's turn still holds (a restart is
+        refused), and the delete's shutdown ends the run the start recorded, never before it
+        began. Corral bills what the upstream bills."""
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers)
+        sid, uid = created["id"], created["upstream_id"]
+        at_start, start_released = asyncio.Event(), asyncio.Event()
+        at_check, check_released = asyncio.Event(), asyncio.Event()
+        shutdowns = 0
+        simulator = runtime.simulator
+
+        async def held(scope, receive, send):
+            nonlocal shutdowns
+            path = scope["path"] if scope["type"] == "http" else ""
+            if path.endswith("/start"):
+                at_start.set()
+                await start_released.wait()
+            if path.endswith("/shutdown"):
+                shutdowns += 1
+                if shutdowns == 2:  # the delete's check; the first shutdown passes
+                    at_check.set()
+                    await check_released.wait()
+            await simulator(scope, receive, send)
+
+        async with upstream.through(runtime, held):
+            starting = asyncio.create_task(
+                client.post(f"/v1/sandboxes/{sid}/start", headers=headers)
+            )
+            await asyncio.wait_for(at_start.wait(), 10)
+            stopped = await client.post(f"/v1/sandboxes/{sid}/shutdown", headers=headers)
+            assert stopped.status_code == 200 and stopped.json()["state"] == "shutdown"
+            deleting = asyncio.create_task(client.delete(f"/v1/sandboxes/{sid}", headers=headers))
+            await asyncio.wait_for(at_check.wait(), 10)
+            start_released.set()
+            started = await starting
+            assert started.status_code == 200 and started.json()["bootup_type"] == "CLEAN"
+            assert started.json()["state"] == "running"
+            refused = await client.post(f"/v1/sandboxes/{sid}/restart", headers=headers)
+            assert refused.status_code == 409, refused.text
+            check_released.set()
+            deleted = await deleting
+        assert deleted.status_code == 200 and deleted.json()["state"] == "deleted"
+        ran = await intervals(runtime, sid)
+        assert len(ran) == 2
+        assert all(i.ended_at is not None and i.ended_at > i.started_at for i in ran)
+        truth = (await sim.get(f"/_simulator/vms/{uid}")).json()
+        assert len(truth["ledger"]["stretches"]) == 2
+        body = (await client.get(f"/v1/sandboxes/{sid}", headers=headers)).json()
+        assert body["accrued"]["billed_minutes"] == truth["billed_minutes"]
+
     async def test_delete_of_a_stopped_sandbox_books_nothing_more(self, client, sim, runtime):
         headers = await factories.team_with_key(client)
         created = await factories.sandbox(client, headers)
