@@ -7,8 +7,9 @@ is therefore charged first, one unit of its kind, to the team whose sandbox it i
 key that asked; when either already holds its limit for the last hour the work is refused
 (429, Retry-After) before anything is sent.
 
-    charge   lock (team, key) → count each kind in the window → refuse, or insert one unit each
-             (in the caller's short transaction, which commits before the upstream call)
+    charge   lock (team, key) → insert one unit each, counting the window as it was before
+             → refuse (the caller's transaction rolls the units back), or keep them (the
+             caller's short transaction commits before the upstream call)
     refund   after a failed call: give back the units whose work certainly did not happen
     prune    drop units that left the window (the budget job, once per reconcile period)
 
@@ -33,12 +34,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import delete, func, insert, or_, select, text
+from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app import clock, metrics
@@ -46,7 +47,7 @@ from app.db import autocommit
 from app.errors import TooManyRequests
 from app.identity.actor import Actor
 from app.locks import Lock
-from app.models import Team, UpstreamWork
+from app.models import UpstreamWork
 from app.settings import Settings
 from app.upstream.errors import UpstreamError, maybe_applied
 
@@ -84,13 +85,8 @@ class Charge:
         return Charge({k: v for k, v in self.units.items() if k == kind})
 
 
-# A team's own hourly limits, read as plain columns: loading the whole ORM object cost a
-# tenth of a create's CPU (bench/admission.py).
-_TEAM_LIMITS = select(Team.hourly_forks, Team.hourly_starts, Team.hourly_sessions)
-
-
 def team_limit(settings: Settings, team: object | None, kind: Work) -> int:
-    """`team`: anything with a team's `hourly_*` attributes (a row of `_TEAM_LIMITS`)."""
+    """`team`: anything with a team's `hourly_*` attributes (a row of `_CHARGE`)."""
     override: int | None = getattr(team, kind.limit, None) if team is not None else None
     return override if override is not None else int(getattr(settings, f"team_{kind.limit}"))
 
@@ -128,29 +124,36 @@ class _Counted:
     key_oldest: datetime | None = None
 
 
-async def _counted(
-    session: AsyncSession, team_id: str, key_id: str, kinds: Iterable[Work], since: datetime
-) -> dict[Work, _Counted]:
-    """The units in the window of each kind, the team's and the key's, with the oldest of each
-    (one statement over the two indexes)."""
-    of_team = UpstreamWork.team_id == team_id
-    of_key = UpstreamWork.key_id == key_id
-    rows = await session.execute(
-        select(
-            UpstreamWork.kind,
-            func.count().filter(of_team),
-            func.min(UpstreamWork.at).filter(of_team),
-            func.count().filter(of_key),
-            func.min(UpstreamWork.at).filter(of_key),
-        )
-        .where(
-            UpstreamWork.kind.in_([str(kind) for kind in kinds]),
-            UpstreamWork.at > since,
-            or_(of_team, of_key),
-        )
-        .group_by(UpstreamWork.kind)
-    )
-    return {Work(kind): _Counted(int(t), t_at, int(k), k_at) for kind, t, t_at, k, k_at in rows}
+# One round trip for the whole charge: the units go in, and the same statement counts what
+# was in the window before them (its sub-statements share one snapshot, so the count does
+# not see the rows it inserts) and reads the team's own limits. A refusal then raises inside
+# the caller's transaction, whose rollback takes the units out again.
+_CHARGE = text(
+    """
+WITH inserted AS (
+    INSERT INTO upstream_work (team_id, key_id, kind, at)
+    SELECT :team_id, :key_id, k, :at FROM unnest(CAST(:kinds AS varchar[])) AS k
+    RETURNING kind, id
+),
+counted AS (
+    SELECT kind,
+           count(*) FILTER (WHERE team_id = :team_id) AS team,
+           min(at) FILTER (WHERE team_id = :team_id) AS team_oldest,
+           count(*) FILTER (WHERE key_id = :key_id) AS key,
+           min(at) FILTER (WHERE key_id = :key_id) AS key_oldest
+      FROM upstream_work
+     WHERE kind = ANY(CAST(:kinds AS varchar[])) AND at > :since
+       AND (team_id = :team_id OR key_id = :key_id)
+     GROUP BY kind
+)
+SELECT i.kind, i.id, coalesce(c.team, 0) AS team, c.team_oldest,
+       coalesce(c.key, 0) AS key, c.key_oldest,
+       t.hourly_forks, t.hourly_starts, t.hourly_sessions
+  FROM inserted i
+  LEFT JOIN counted c ON c.kind = i.kind
+  LEFT JOIN teams t ON t.id = :team_id
+"""
+)
 
 
 def _refusal(
@@ -178,15 +181,26 @@ async def charge(
     session: AsyncSession, settings: Settings, actor: Actor, team_id: str, kinds: Sequence[Work]
 ) -> Charge:
     """Charge one unit of each kind to `team_id` and to the actor's key, in the caller's
-    transaction, or raise 429 and charge nothing. When several limits are full, the one that
-    frees last is named: asking again sooner would be refused by it."""
+    transaction, or raise 429 inside it, whose rollback charges nothing. When several limits
+    are full, the one that frees last is named: asking again sooner would be refused by it."""
     at = clock.now()
     await _lock(session, team_id, actor.key_id)
-    team = (await session.execute(_TEAM_LIMITS.where(Team.id == team_id))).first()
-    counted = await _counted(session, team_id, actor.key_id, kinds, at - WINDOW)
+    rows = (
+        await session.execute(
+            _CHARGE,
+            {
+                "team_id": team_id,
+                "key_id": actor.key_id,
+                "kinds": [str(kind) for kind in kinds],
+                "at": at,
+                "since": at - WINDOW,
+            },
+        )
+    ).all()
+    team = rows[0] if rows else None
     refusals: list[TooManyRequests] = []
-    for kind in kinds:
-        seen = counted.get(kind, _Counted())
+    for row in rows:
+        kind, seen = Work(row.kind), _Counted(row.team, row.team_oldest, row.key, row.key_oldest)
         if seen.team >= (limit := team_limit(settings, team, kind)):
             refusals.append(_refusal(kind, "team", team_id, seen.team, limit, seen.team_oldest, at))
         if seen.key >= (limit := key_limit(settings, kind)):
@@ -197,11 +211,7 @@ async def charge(
         refusal = max(refusals, key=lambda r: int(r.headers["Retry-After"]))
         metrics.UPSTREAM_WORK_REFUSED.labels(refusal.extra["limit"], refusal.extra["scope"]).inc()
         raise refusal
-    rows = await session.execute(
-        insert(UpstreamWork).returning(UpstreamWork.kind, UpstreamWork.id),
-        [{"team_id": team_id, "key_id": actor.key_id, "kind": str(k), "at": at} for k in kinds],
-    )
-    return Charge({Work(kind): unit for kind, unit in rows})
+    return Charge({Work(row.kind): row.id for row in rows})
 
 
 def _upstream_error(failure: BaseException | None) -> UpstreamError | None:
