@@ -5,6 +5,7 @@ the test restarts (the shared server is never touched)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -79,6 +80,23 @@ async def test_requests_answer_503_while_the_database_is_down_and_work_after(
     assert [item["id"] for item in listed.json()["items"]] == [created["id"]]
     again = await client.post(f"/v1/sandboxes/{created['id']}/hibernate", headers=headers)
     assert again.status_code == 200, again.text
+
+
+async def test_the_first_request_after_an_unseen_restart_works(
+    pg: Cluster, served: tuple[httpx.AsyncClient, Runtime]
+) -> None:
+    """No request met the database while it was down: every pooled connection is dead, and
+    each is found so at checkout and replaced, so no request answers 503 for it."""
+    client, _ = served
+    headers = await factories.team_with_key(client, "unseen-restart-team")
+    created = await factories.sandbox(client, headers)
+    # Two requests at once hold both pooled connections, so both are pooled when it stops.
+    both = [client.get(f"/v1/sandboxes/{created['id']}", headers=headers) for _ in range(2)]
+    assert all(r.status_code == 200 for r in await asyncio.gather(*both))
+    pg.stop("fast")
+    pg.start()
+    after = [client.get(f"/v1/sandboxes/{created['id']}", headers=headers) for _ in range(2)]
+    assert [r.status_code for r in await asyncio.gather(*after)] == [200, 200]
 
 
 async def test_the_reconcile_leader_takes_its_lock_again_after_a_restart(
