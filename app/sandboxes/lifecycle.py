@@ -41,6 +41,7 @@ from app.sandboxes.states import SandboxState
 from app.sandboxes.transitions import Audit, Move
 from app.upstream.errors import UpstreamError, UpstreamNotFound, maybe_applied
 from app.upstream.problems import to_problem
+from app.upstream.requester import attempt_times
 from app.upstream.schemas import RunningVM, StartOptions, StartResult
 from app.upstream.tiers import tier_of
 
@@ -104,6 +105,21 @@ async def call_upstream(
         return None, err
 
 
+def answered_at(began: datetime) -> datetime:
+    """When the attempt that answered the last upstream call was sent: what a success reports
+    (a VM booted, one stopped) happened then, and not when a first attempt that did nothing,
+    or whose answer was lost, was sent. `began` is when the call was made."""
+    times = attempt_times()
+    return max(began, times.answered) if times is not None else began
+
+
+def first_acting_at(began: datetime) -> datetime:
+    """When the first attempt of the last upstream call that may have acted was sent: a
+    setting asked again after a lost answer took effect then (the retry found it set)."""
+    times = attempt_times()
+    return max(began, times.first_acting) if times is not None else began
+
+
 def start_options(sandbox: Sandbox) -> StartOptions:
     return StartOptions(
         tier=sandbox.tier,
@@ -152,7 +168,8 @@ async def start_reserved(
     options = start_options(reserved)
     unit = charged
     # A move is dated when its call was sent, which is when the upstream acts on it: the
-    # ledger's start and end then carry the same offset from the upstream's own.
+    # ledger's start and end then carry the same offset from the upstream's own. A boot is
+    # dated by the attempt that answered it; RUNNING means an earlier one (or traffic) did.
     began = clock.now()
     started, err = await call_upstream(lambda: rt.upstream.start(upstream_id, options))
     if err is not None:
@@ -160,6 +177,7 @@ async def start_reserved(
     if started is not None:
         detail = {"bootup_type": started.bootup_type}
         tier = reserved.tier
+        at = began if started.bootup_type == "RUNNING" else answered_at(began)
         if started.bootup_type == "RUNNING":
             # Already running: woken by traffic unseen, at the tier it ran at before, not the
             # one asked for (a stopped sandbox's tier change applies when Corral boots it).
@@ -173,7 +191,7 @@ async def start_reserved(
                 from_state=SandboxState.STARTING,
                 to_state=SandboxState.RUNNING,
                 tier=tier,
-                at=began,
+                at=at,
                 cause="api",
                 actor=actor.key_id,
                 detail=detail,

@@ -168,7 +168,7 @@ async def _start_running(
     async with transaction(rt.sessions) as session:
         row = await lifecycle.reload(session, sandbox.id)
         booted = started.bootup_type != "RUNNING"
-        at = max(began, row.state_changed_at)
+        at = max(lifecycle.answered_at(began), row.state_changed_at)
         if booted and row.state == SandboxState.RUNNING:
             # It had hibernated itself unseen: close the stale interval when it did.
             ended = await _stopped_unseen_at(session, row, began)
@@ -245,6 +245,8 @@ async def stop(
     began = clock.now()
     await lifecycle.note_intent(rt, sandbox, str(to_state), began)
     _, err = await lifecycle.call_upstream(lambda: call(upstream_id))
+    # Done on a retry, it ran until that attempt was sent.
+    stopped_at = lifecycle.answered_at(began)
     at: datetime | None = None
     # Not running after an attempt of ours that may have stopped it: ours, unless the VM
     # would have hibernated itself before we asked (below).
@@ -255,6 +257,7 @@ async def stop(
         _, again = await lifecycle.call_upstream(lambda: call(upstream_id))
         if again is None:
             err = None  # stopped now, by this call
+            stopped_at = lifecycle.answered_at(began)
         elif isinstance(again, UpstreamNotFound):
             err, ours_or_its_own = None, True
         else:
@@ -296,7 +299,7 @@ async def stop(
         from_state=SandboxState(sandbox.state),
         to_state=to_state,
         tier=sandbox.tier,
-        at=at or began,
+        at=at or stopped_at,
         cause="upstream" if already_stopped else cause,
         actor=None if already_stopped else actor.key_id,
         detail=detail,
@@ -377,16 +380,20 @@ async def _record_uncertain(
         )
 
 
-async def _call_confirmed(call: Callable[[], Awaitable[Any]]) -> UpstreamError | None:
+async def _call_confirmed(
+    call: Callable[[], Awaitable[Any]], began: datetime
+) -> tuple[UpstreamError | None, datetime]:
     """An idempotent call, asked once more when its first answer may have been lost. The
     error returned is the first call's unless the second succeeded: a refusal of the second
-    says nothing about the first."""
+    says nothing about the first. With it, when the first attempt that may have acted was
+    sent (a value set again by the second call was set by the first)."""
     _, err = await lifecycle.call_upstream(call)
+    acted_at = lifecycle.first_acting_at(began)
     if err is not None and maybe_applied(err):
         _, again = await lifecycle.call_upstream(call)
         if again is None:
-            return None
-    return err
+            return None, acted_at
+    return err, acted_at
 
 
 @clock_gate.operation
@@ -424,7 +431,10 @@ async def update(
     if tier is not None and tier != read_tier:
         began = clock.now()
         await lifecycle.note_intent(rt, sandbox, f"resize:{tier}", began)
-        err = await _call_confirmed(lambda: rt.upstream.update_specs(upstream_id, tier))
+        # The new tier bills from the first attempt that may have set it.
+        err, applied_at = await _call_confirmed(
+            lambda: rt.upstream.update_specs(upstream_id, tier), began
+        )
         if err is not None and not maybe_applied(err):
             await lifecycle.drop_intent(rt, sandbox_id, f"resize:{tier}")
         if err is not None and maybe_applied(err):
@@ -434,12 +444,12 @@ async def update(
             )
             if listed is not None and tier_of(listed) == tier:
                 err = None
-        resized_at = began
+        resized_at = applied_at
         if err is not None:
             raise to_problem(err, sandbox_id=sandbox_id)
     if timeout is not None:
-        err = await _call_confirmed(
-            lambda: rt.upstream.update_hibernation_timeout(upstream_id, timeout)
+        err, _ = await _call_confirmed(
+            lambda: rt.upstream.update_hibernation_timeout(upstream_id, timeout), clock.now()
         )
         if err is not None:
             raise to_problem(err, sandbox_id=sandbox_id)

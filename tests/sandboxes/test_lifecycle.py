@@ -487,6 +487,65 @@ async def _until_a_query_waits_for_a_lock(runtime: Any) -> None:
     raise AssertionError("nothing came to wait for the row")
 
 
+class TestDatedByTheAttemptThatDidIt:
+    """A call retried after a first attempt that did nothing did its work when the retry was
+    sent: the ledger's start and end follow the upstream's, not the first attempt's."""
+
+    @staticmethod
+    def _first_attempt_slow_and_refused(runtime, verb: str, delay: float):
+        simulator = runtime.simulator
+        seen = 0
+
+        async def app(scope, receive, send):
+            nonlocal seen
+            path = scope["path"] if scope["type"] == "http" else ""
+            if path.endswith(f"/{verb}"):
+                seen += 1
+                if seen == 1:
+                    await asyncio.sleep(delay)
+                    await send({"type": "http.response.start", "status": 503, "headers": []})
+                    await send({"type": "http.response.body", "body": b""})
+                    return
+            await simulator(scope, receive, send)
+
+        return app
+
+    @staticmethod
+    async def _stretches(sim, uid: str) -> list[dict[str, Any]]:
+        return (await sim.get(f"/_simulator/vms/{uid}")).json()["ledger"]["stretches"]
+
+    async def test_a_stop_done_on_its_retry_ends_the_run_when_the_retry_was_sent(
+        self, client, sim, runtime
+    ):
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers)
+        sid, uid = created["id"], created["upstream_id"]
+        wrapper = self._first_attempt_slow_and_refused(runtime, "hibernate", 0.5)
+        async with upstream.through(runtime, wrapper):
+            stopped = await client.post(f"/v1/sandboxes/{sid}/hibernate", headers=headers)
+        assert stopped.status_code == 200 and stopped.json()["state"] == "hibernated"
+        (ran,) = await intervals(runtime, sid)
+        (truth,) = await self._stretches(sim, uid)
+        upstream_end = datetime.fromisoformat(truth["ended_at"])
+        assert abs((ran.ended_at - upstream_end).total_seconds()) < 0.2, (ran, truth)
+
+    async def test_a_start_that_boots_on_its_retry_runs_from_when_the_retry_was_sent(
+        self, client, sim, runtime
+    ):
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers)
+        sid, uid = created["id"], created["upstream_id"]
+        assert (await client.post(f"/v1/sandboxes/{sid}/hibernate", headers=headers)).is_success
+        wrapper = self._first_attempt_slow_and_refused(runtime, "start", 0.5)
+        async with upstream.through(runtime, wrapper):
+            started = await client.post(f"/v1/sandboxes/{sid}/start", headers=headers)
+        assert started.status_code == 200 and started.json()["bootup_type"] == "RESUME"
+        _, ran = await intervals(runtime, sid)
+        _, truth = await self._stretches(sim, uid)
+        upstream_start = datetime.fromisoformat(truth["started_at"])
+        assert abs((ran.started_at - upstream_start).total_seconds()) < 0.2, (ran, truth)
+
+
 class TestList:
     async def test_filters_and_cursor_pagination(self, client, sim):
         headers = await factories.team_with_key(client)
