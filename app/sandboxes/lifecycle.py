@@ -41,7 +41,7 @@ from app.sandboxes.states import SandboxState
 from app.sandboxes.transitions import Audit, Move
 from app.upstream.errors import UpstreamError, UpstreamNotFound, maybe_applied
 from app.upstream.problems import to_problem
-from app.upstream.requester import attempt_times
+from app.upstream.requester import answered_attempt_sent_at
 from app.upstream.schemas import RunningVM, StartOptions, StartResult
 from app.upstream.tiers import tier_of
 
@@ -108,16 +108,10 @@ async def call_upstream(
 def answered_at(began: datetime) -> datetime:
     """When the attempt that answered the last upstream call was sent: what a success reports
     (a VM booted, one stopped) happened then, and not when a first attempt that did nothing,
-    or whose answer was lost, was sent. `began` is when the call was made."""
-    times = attempt_times()
-    return max(began, times.answered) if times is not None else began
-
-
-def first_acting_at(began: datetime) -> datetime:
-    """When the first attempt of the last upstream call that may have acted was sent: a
-    setting asked again after a lost answer took effect then (the retry found it set)."""
-    times = attempt_times()
-    return max(began, times.first_acting) if times is not None else began
+    or whose answer was lost, was sent. `began` is when the call was made (a record older
+    than it belongs to an earlier call)."""
+    sent_at = answered_attempt_sent_at()
+    return max(began, sent_at) if sent_at is not None else began
 
 
 def start_options(sandbox: Sandbox) -> StartOptions:

@@ -385,10 +385,11 @@ async def _call_confirmed(
 ) -> tuple[UpstreamError | None, datetime]:
     """An idempotent call, asked once more when its first answer may have been lost. The
     error returned is the first call's unless the second succeeded: a refusal of the second
-    says nothing about the first. With it, when the first attempt that may have acted was
-    sent (a value set again by the second call was set by the first)."""
+    says nothing about the first. With it, when the first call was sent: a value set again by
+    the second call was set by the first (the setting calls are sent once each, so the
+    first call's one attempt is the first that may have acted)."""
     _, err = await lifecycle.call_upstream(call)
-    acted_at = lifecycle.first_acting_at(began)
+    acted_at = lifecycle.answered_at(began)
     if err is not None and maybe_applied(err):
         _, again = await lifecycle.call_upstream(call)
         if again is None:

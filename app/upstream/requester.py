@@ -8,8 +8,9 @@
   exponential backoff with full jitter (at least the server's ``Retry-After``), and never when the
   sleep would outlive the deadline;
 - the observer hears about every attempt, including ones that got no response;
-- when each attempt was sent is kept for the caller (`attempt_times`): a retry that did the
-  work did it when it was sent, not when the first attempt was.
+- when the attempt that ended the call was sent is kept for the caller
+  (`answered_attempt_sent_at`): a retry that did the work did it then, not when the first
+  attempt was sent.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -32,7 +32,7 @@ from app.upstream.errors import UpstreamRejected, UpstreamTimeout, UpstreamUnava
 from app.upstream.ratelimit import RateLimits, parse_rate_limits
 from app.upstream.responses import Parse, error_for_response
 
-__all__ = ["NO_BODY", "AttemptTimes", "Observer", "Requester", "attempt_times"]
+__all__ = ["NO_BODY", "Observer", "Requester", "answered_attempt_sent_at"]
 
 logger = logging.getLogger("app.upstream.client")
 
@@ -45,25 +45,14 @@ NO_BODY: Any = object()
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True)
-class AttemptTimes:
-    """When the attempts of the last call made in this task were sent, on Corral's clock.
-
-    `answered`: the attempt whose answer (or error) the call ended with. `first_acting`: the
-    first attempt that may have acted upstream; the answered one when no earlier attempt may
-    have (each earlier one certainly did nothing)."""
-
-    answered: datetime
-    first_acting: datetime
-
-
 # Per task: a call is awaited in the task that dates what it did (app.sandboxes.lifecycle).
-_ATTEMPT_TIMES: ContextVar[AttemptTimes | None] = ContextVar("upstream_attempt_times", default=None)
+_ANSWERED_SENT_AT: ContextVar[datetime | None] = ContextVar("upstream_answered_at", default=None)
 
 
-def attempt_times() -> AttemptTimes | None:
-    """The attempt times of the last upstream call made in this task (None before any)."""
-    return _ATTEMPT_TIMES.get()
+def answered_attempt_sent_at() -> datetime | None:
+    """When the attempt that ended the last upstream call made in this task was sent, on
+    Corral's clock (None before any call)."""
+    return _ANSWERED_SENT_AT.get()
 
 
 # Failures that happen before any byte of the request can have reached the upstream.
@@ -112,11 +101,9 @@ class Requester:
         deadline_at = self.clock() + self.deadline
         attempt = 0
         maybe_applied = False
-        first_acting: datetime | None = None
         while True:
             attempt += 1
-            sent_at = clock.now()
-            _ATTEMPT_TIMES.set(AttemptTimes(sent_at, first_acting or sent_at))
+            _ANSWERED_SENT_AT.set(clock.now())
             try:
                 response = await self._attempt(operation, method, url, body, params, deadline_at)
                 rate_limits = parse_rate_limits(response.headers)
@@ -133,8 +120,6 @@ class Requester:
             except UpstreamUnavailable as exc:
                 # If any attempt may have acted, the call as a whole may have: an earlier read
                 # timeout is not undone by a later 503.
-                if exc.maybe_applied and first_acting is None:
-                    first_acting = sent_at
                 maybe_applied = maybe_applied or exc.maybe_applied
                 exc.maybe_applied = maybe_applied
                 if not retry or attempt >= self.max_attempts:
