@@ -47,7 +47,7 @@ _COUNTS = text(
     f"""
     WITH live AS (
         SELECT team_id, owner, tier FROM sandboxes
-        WHERE state IN ({sql_list(LIVE)})
+        WHERE state IN ({sql_list(LIVE)}) AND id IS DISTINCT FROM :leaving_out
     ),
     per_team AS (SELECT team_id, count(*) AS n FROM live GROUP BY team_id),
     team_tiers AS (SELECT tier, count(*) AS n FROM live WHERE team_id = :team GROUP BY tier)
@@ -63,10 +63,14 @@ _COUNTS = text(
 )
 
 
-async def counts(session: AsyncSession, team_id: str, owner: str | None) -> Row[Any]:
+async def counts(
+    session: AsyncSession, team_id: str, owner: str | None, *, leaving_out: str | None = None
+) -> Row[Any]:
     """Live sandboxes of the org, the team and the owner, the team's live ones by tier, and
-    the slots other teams' unused guarantees hold back."""
-    return (await session.execute(_COUNTS, {"team": team_id, "owner": owner})).one()
+    the slots other teams' unused guarantees hold back; `leaving_out` is a sandbox not
+    counted (the caller's own reservation)."""
+    params = {"team": team_id, "owner": owner, "leaving_out": leaving_out}
+    return (await session.execute(_COUNTS, params)).one()
 
 
 async def live_tiers(

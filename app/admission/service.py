@@ -16,7 +16,10 @@ Race-freedom across replicas. The decision reads counts of live sandboxes (`star
 admission therefore first locks the single `org_plan` row (`SELECT … FOR UPDATE`, in the same
 statement that reads the team's limits) and holds that lock until its reservation is committed.
 Admissions are serialised by Postgres, whatever process or replica they run in; the critical
-section is the limit checks, one counting statement and the insert of the reservation.
+section is the limit checks, one counting statement and the commit. A create inserts its new
+`starting` row before it takes the lock (no other transaction sees the row until the commit)
+and passes its id as `reserved`, which the counts leave out; a start updates its existing row
+after the decision, as the lock order below requires.
 
 The counts are read by a statement of their own, after the one that took the lock: under READ
 COMMITTED each statement sees the database as of its own start, so counts read by the locking
@@ -144,8 +147,10 @@ async def _usage(
     team_id: str,
     owner: str | None,
     rates: dict[str, Decimal] | None,
+    *,
+    reserved: str | None = None,
 ) -> Usage:
-    row = await repository.counts(session, team_id, owner)
+    row = await repository.counts(session, team_id, owner, leaving_out=reserved)
     return Usage(
         org_live=row.org_live,
         team_live=row.team_live,
@@ -239,6 +244,8 @@ async def _decide(
     tier: str,
     at: datetime,
     timezone: ZoneInfo,
+    *,
+    reserved: str | None = None,
 ) -> tuple[AppError | None, Usage | None]:
     """The refusal (or None), and the live counts it was decided on (None when a limit that
     does not depend on them refused)."""
@@ -247,7 +254,7 @@ async def _decide(
         return refusal, None
     # Prices are read only for a team whose burn rate is limited.
     rates = await rates_at(session, at) if team.max_credits_per_hour is not None else None
-    now_used = await _usage(session, limit, team.id, owner, rates)
+    now_used = await _usage(session, limit, team.id, owner, rates, reserved=reserved)
     refusal = capacity(
         team, now_used, owner=owner, tier=tier, rate=None if rates is None else rates[tier]
     )
@@ -263,19 +270,24 @@ async def admit(
     action: str,
     timezone: ZoneInfo,
     at: datetime | None = None,
+    reserved: str | None = None,
 ) -> None:
     """Lock the org row and admit one more running VM for the team, or raise the refusal
     (404 for a team that does not exist). The monthly budget counts from the month's start in
     `timezone`: pass `Settings.budget_timezone`.
 
-    Call inside the transaction that then reserves the `starting` row and commits."""
+    Call inside the transaction that reserves the `starting` row and commits. `reserved` is
+    the id of a new row this transaction inserted already (a create's): the counts leave it
+    out, as the VM being admitted is the one added."""
     at = at or clock.now()
     # The org row first, the team's limits with it: see the module's docstring.
     row = await repository.lock_org_for_team(session, team_id)
     if row is None:
         raise TeamNotFound(team_id)
     limit = _effective(row.plan_limit, row.observed_limit)
-    refusal, used = await _decide(session, TeamLimits.of(row), limit, owner, tier, at, timezone)
+    refusal, used = await _decide(
+        session, TeamLimits.of(row), limit, owner, tier, at, timezone, reserved=reserved
+    )
     limit_name = refusal.extra["limit"] if refusal is not None else "none"
     ADMISSIONS.labels(action, "refused" if refusal else "admitted", limit_name).inc()
     if refusal is not None:

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from app import clock, clock_gate, metering
 from app.admission import service as admission
 from app.db import transaction
-from app.errors import InvalidState, OwnerMismatch, TeamRequired, Unprocessable, WrongTeam
+from app.errors import (
+    InvalidState,
+    OwnerMismatch,
+    TeamNotFound,
+    TeamRequired,
+    Unprocessable,
+    WrongTeam,
+)
 from app.identity import service as identity_service
 from app.identity.actor import Actor
 from app.models import Sandbox
@@ -145,6 +152,21 @@ async def create(
             team_id=spec.team_id,
             default_template=rt.settings.default_template,
         )
+        # The reservation goes in first: no other transaction sees it before the commit,
+        # and the meter's and the org row's locks below are then held for less.
+        born = await transitions.insert(
+            session,
+            [
+                Birth(
+                    sandbox,
+                    cause="api",
+                    actor=actor.key_id,
+                    detail={"template": spec.template, "operation_id": operation_id},
+                )
+            ],
+        )
+        if not born:
+            raise TeamNotFound(spec.team_id)
         # Metered before admission, whose org lock every replica's starts wait for.
         charge = await metering.charge(
             session, rt.settings, actor, spec.team_id, metering.creating(spec.start)
@@ -158,20 +180,10 @@ async def create(
                 action=action,
                 at=at,
                 timezone=rt.settings.budget_timezone,
+                reserved=sandbox.id,
             )
         else:
             await identity_service.get_team(session, spec.team_id)
-        await transitions.insert(
-            session,
-            [
-                Birth(
-                    sandbox,
-                    cause="api",
-                    actor=actor.key_id,
-                    detail={"template": spec.template, "operation_id": operation_id},
-                )
-            ],
-        )
 
     fork, err = await lifecycle.call_upstream(
         lambda: rt.upstream.fork(

@@ -250,7 +250,7 @@ born AS (
            u.reservation_expires_at, u.managed, 0, u.created_at, :now, u.moved_at,
            CASE WHEN u.state = {_RUNNING} THEN u.moved_at END,
            u.last_seen_running_at, u.upstream_last_active_at
-      FROM u
+      FROM u JOIN teams t ON t.id = u.team_id
     ON CONFLICT (upstream_id) DO NOTHING
     RETURNING *
 ),
@@ -378,7 +378,8 @@ async def _announce(db: Database, moves: Sequence[Move], moved: Sequence[RowMapp
 
 async def insert(db: Database, births: Sequence[Birth]) -> list[RowMapping]:
     """Insert new rows with their first event (and interval, and audit row); a row whose
-    upstream id is already recorded is skipped. Returns the rows inserted."""
+    upstream id is already recorded, or whose team does not exist, is skipped. Returns the
+    rows inserted."""
     if not births:
         return []
     prices = await _price_table(db, any(b.sandbox.state == BILLED for b in births))

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from tests.fixtures import factories
 
@@ -97,6 +98,30 @@ class TestNestedLimits:
         assert (plan["plan_limit"], plan["observed_limit"], plan["effective_limit"]) == (5, 2, 2)
         headers = await factories.team_with_key(client, "team-a")
         assert statuses(await burst(client, headers, 4)) == {201: 2, 429: 2}
+
+
+class TestTheTeam:
+    @pytest.mark.parametrize("deleted", [False, True], ids=["never-existed", "deleted"])
+    @pytest.mark.parametrize("start", [True, False])
+    async def test_a_create_for_a_team_that_does_not_exist_records_nothing(
+        self, client, sim, engine, deleted, start
+    ):
+        # The reservation is inserted before admission runs; a team that is not there
+        # must still answer 404 and leave no row, no meter unit and no VM behind.
+        if deleted:
+            await factories.team_with_key(client, "gone")
+            await client.delete("/v1/admin/teams/gone", headers=factories.ADMIN)
+        response = await client.post(
+            "/v1/sandboxes", json={"team": "gone", "start": start}, headers=factories.ADMIN
+        )
+        assert response.status_code == 404, response.text
+        assert response.json()["detail"] == "Team 'gone' does not exist."
+        async with engine.connect() as conn:
+            rows = await conn.scalar(text("SELECT count(*) FROM sandboxes"))
+            units = await conn.scalar(text("SELECT count(*) FROM upstream_work"))
+            events = await conn.scalar(text("SELECT count(*) FROM sandbox_events"))
+        assert (rows, units, events) == (0, 0, 0)
+        assert (await sim.get("/_simulator/vms")).json()["vms"] == []
 
 
 class TestTierAndBurnRate:
