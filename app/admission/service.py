@@ -28,8 +28,12 @@ statement itself could predate a reservation committed while it waited for the l
 Lock order, which is why this cannot deadlock: an admitting transaction takes the `org_plan`
 row first and then, at most, the one sandbox row it starts. No transaction takes a sandbox row
 and then the org row, and no other code locks `org_plan` at all (settling, the reconciler and
-the budget job only lock sandbox rows). Releasing capacity (a sandbox stops or fails) needs no
-org lock: it can only make a later decision more permissive, never over-admit.
+the budget job only lock sandbox rows). A create holds its new row (and a key-share lock on
+its team's row, for the foreign key) before the org row: no other transaction can see the
+new row, so none waits for it, and a key-share lock only conflicts with deleting the team row
+or changing its key, which nothing does (teams are deleted by a `deleted_at` update).
+Releasing capacity (a sandbox stops or fails) needs no org lock: it can only make a later
+decision more permissive, never over-admit.
 """
 
 from __future__ import annotations
