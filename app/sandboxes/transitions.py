@@ -42,6 +42,7 @@ from app import clock, context, unnest
 from app.models import Sandbox
 from app.sandboxes.states import SandboxState
 from app.usage import ledger
+from app.usage import repository as usage_repository
 from app.webhooks import events
 
 Database = AsyncSession | AsyncConnection
@@ -300,12 +301,16 @@ def _price(prices: ledger.PriceTable | None, tier: str, at: datetime) -> tuple[A
     return prices.price(tier, at) if prices is not None else (None, None)
 
 
-async def apply(db: Database, moves: Sequence[Move]) -> list[RowMapping]:
+async def apply(
+    db: Database, moves: Sequence[Move], *, prices: ledger.PriceTable | None = None
+) -> list[RowMapping]:
     """Apply every move whose row is still where the move expects it; return those rows as
-    they now are (a row that had moved on is absent)."""
+    they now are (a row that had moved on is absent). `prices`: the price table, when the
+    caller has it (else it is read when a move opens an interval)."""
     if not moves:
         return []
-    prices = await _price_table(db, any(m.opens for m in moves))
+    if prices is None:
+        prices = await _price_table(db, any(m.opens for m in moves))
     rows = [
         {
             "id": m.sandbox_id,
@@ -493,14 +498,22 @@ async def settle(engine: AsyncEngine, change: Move) -> Sandbox | None:
     async with engine.begin() as conn:
         # By id alone: a state in the WHERE would be checked against the row as it was, and
         # a row some transaction is moving would not be waited for.
-        state = (await conn.execute(_LOCK_ROW, {"id": change.sandbox_id})).scalar()
-        if state != str(change.from_state):
+        locked = (await conn.execute(_LOCK_ROW, {"id": change.sandbox_id})).first()
+        if locked is None or locked.state != str(change.from_state):
             return None
-        rows = await apply(conn, [change])
+        prices = None
+        if change.opens:
+            mark = (locked.book_versions, locked.book_last_id)
+            prices = await ledger.price_table_marked(conn, mark)
+        rows = await apply(conn, [change], prices=prices)
     return Sandbox(**rows[0]) if rows else None
 
 
-_LOCK_ROW = text("SELECT state FROM sandboxes WHERE id = :id FOR UPDATE")
+# The price book's mark rides along, so a settle that opens an interval reads the price book
+# only when it has changed.
+_LOCK_ROW = text(
+    f"SELECT state, {usage_repository.BOOK_MARK} FROM sandboxes WHERE id = :id FOR UPDATE"  # noqa: S608
+)
 
 
 def refresh(sandbox: Sandbox, row: RowMapping) -> None:

@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.models import UsageInterval
@@ -56,6 +57,25 @@ class PriceTable:
 
 async def price_table(db: AsyncSession | AsyncConnection) -> PriceTable:
     return PriceTable(await repository.price_points(db))
+
+
+# The price book's content is named by (versions, highest id): versions are only ever added,
+# never edited, and take ids from an identity, so any change moves one of the two. A caller
+# that reads the pair with a statement it sends anyway (`repository.BOOK_MARK`) is spared the
+# table's read on every interval it opens. Per engine: each engine is one database.
+_tables: WeakKeyDictionary[Engine, tuple[tuple[int, int], PriceTable]] = WeakKeyDictionary()
+
+
+async def price_table_marked(conn: AsyncConnection, mark: tuple[int, int]) -> PriceTable:
+    """The price table as of `mark`, read from the database only when the price book has
+    changed since it was last read through this connection's engine."""
+    engine = conn.sync_engine
+    cached = _tables.get(engine)
+    if cached is not None and cached[0] == mark:
+        return cached[1]
+    table = await price_table(conn)
+    _tables[engine] = (mark, table)
+    return table
 
 
 async def intervals_of(session: AsyncSession, sandbox_id: str) -> list[UsageInterval]:

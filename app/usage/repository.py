@@ -58,6 +58,14 @@ async def price_points(db: AsyncSession | AsyncConnection) -> Sequence[Row[Any]]
     return (await db.execute(_PRICE_POINTS)).all()
 
 
+# The price book's mark (`ledger.price_table_marked`), as two columns for a statement that
+# is sent anyway to carry: how many versions, and the highest id.
+BOOK_MARK = (
+    "(SELECT count(*) FROM price_books) AS book_versions,"
+    " (SELECT coalesce(max(id), 0) FROM price_books) AS book_last_id"
+)
+
+
 class PriceVersion(Protocol):
     """What pricing needs of a price-book version: a `PriceBook`, or a row of just these."""
 

@@ -135,6 +135,31 @@ class TestPricing:
         assert interval.price_book_id == version["id"]
         assert interval.credits_per_hour == Decimal(version["credits_per_hour"]["Micro"])
 
+    async def test_an_interval_opened_after_a_new_version_records_it(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        # The first interval is priced from the book as it was, and a settle keeps that read
+        # until the book changes: the version added next must price the next interval.
+        team = await factories.team_with_key(client, "team-a")
+        sandbox = await factories.sandbox(client, team, tier="Micro")
+        body = version_body()
+        del body["effective_from"]
+        version = (await client.put("/v1/admin/prices", json=body, headers=ADMIN)).json()
+        for verb in ("hibernate", "start"):
+            response = await client.post(f"/v1/sandboxes/{sandbox['id']}/{verb}", headers=team)
+            assert response.status_code == 200, response.text
+        async with runtime.sessions() as session:
+            first, second = (
+                await session.scalars(
+                    select(UsageInterval)
+                    .where(UsageInterval.sandbox_id == sandbox["id"])
+                    .order_by(UsageInterval.started_at)
+                )
+            ).all()
+        assert first.price_book_id != version["id"]
+        assert second.price_book_id == version["id"]
+        assert second.credits_per_hour == Decimal(version["credits_per_hour"]["Micro"])
+
     async def test_an_interval_across_a_price_change_is_split_there(
         self, client: httpx.AsyncClient, runtime: Runtime
     ) -> None:
