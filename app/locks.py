@@ -22,7 +22,8 @@ import, and a new lock takes the next free number here rather than a literal at 
                                      jump of a simulated clock): no call spans a jump
     UPSTREAM_WORK     724008  xact   `metering.charge`: the first half of the two-int keys
                                      (class, team) and (class, key) serialising the count and
-                                     the insert of one team's and one key's upstream work
+                                     the insert of one team's and one key's sessions (forks
+                                     and starts are serialised by the org row instead)
 
 Postgres keeps one-bigint and two-int keys apart, so `SESSION_RATE` and `UPSTREAM_WORK` could
 not collide with the others; each still takes a distinct value so that each number has exactly

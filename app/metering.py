@@ -7,16 +7,24 @@ is therefore charged first, one unit of its kind, to the team whose sandbox it i
 key that asked; when either already holds its limit for the last hour the work is refused
 (429, Retry-After) before anything is sent.
 
-    charge   lock (team, key) → insert one unit each, counting the window as it was before
+    charge   serialised (forks and starts: by the org row, which the caller holds for
+             admission; sessions: lock (team, key)) → insert one unit each, counting the
+             window as it was before
              → refuse (the caller's transaction rolls the units back), or keep them (the
              caller's short transaction commits before the upstream call)
     refund   after a failed call: give back the units whose work certainly did not happen
     prune    drop units that left the window (the budget job, once per reconcile period)
 
 Invariants:
-- Race-free across replicas: the count and the insert run under transaction-scoped advisory
-  locks (`Lock.UPSTREAM_WORK`), one for the team and one for the key, always taken in the same
-  order, so two charges at a limit admit exactly one whichever replicas they run in.
+- Race-free across replicas: the count and the insert of one kind run under one lock held to
+  the commit, so two charges at a limit admit exactly one whichever replicas they run in.
+  Forks and starts are charged only inside admission's transaction, after `admission.hold`
+  locked the org row: that row serialises every fork and start charge of the organisation,
+  so the meter takes no lock of its own for them and the create's or start's one lock covers
+  the charge, the counts and the commit (an extra lock here would be one more round trip on
+  the path every admission waits behind). Sessions never wait for the org row: their charges
+  take transaction-scoped advisory locks (`Lock.UPSTREAM_WORK`), one for the team and one for
+  the key, in ascending order. Counts are per kind, so the two serialisers never share a count.
 - Who pays: the sandbox's team (an admin key acting on a team's sandbox charges that team) and
   the key itself (`Actor.key_id`; a browser token acts as the key that issued it, so its
   sessions are charged to that key).
@@ -38,6 +46,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -50,6 +59,10 @@ from app.locks import Lock
 from app.models import UpstreamWork
 from app.settings import Settings
 from app.upstream.errors import UpstreamError, maybe_applied
+
+if TYPE_CHECKING:
+    # Only the type: admission imports the budget job, which imports this module.
+    from app.admission.service import OrgHeld
 
 WINDOW = timedelta(hours=1)
 
@@ -108,10 +121,14 @@ _LOCK_IN_ORDER = text(
 )
 
 
+# Kinds whose every charge is made under the org row (`admission.hold`).
+_UNDER_ORG_ROW = frozenset({Work.FORK, Work.START})
+
+
 async def _lock(session: AsyncSession, team_id: str, key_id: str) -> None:
-    """Serialise charges of this team and of this key until the transaction ends. The key has
-    a lock of its own because an admin key charges many teams. Taken in ascending order, so
-    two charges that share both locks never wait on each other in a cycle."""
+    """Serialise session charges of this team and of this key until the transaction ends. The
+    key has a lock of its own because an admin key charges many teams. Taken in ascending
+    order, so two charges that share both locks never wait on each other in a cycle."""
     keys = sorted({_lock_key(f"team:{team_id}"), _lock_key(f"key:{key_id}")})
     await session.execute(_LOCK_IN_ORDER, {"cls": int(Lock.UPSTREAM_WORK), "keys": keys})
 
@@ -178,13 +195,25 @@ def _refusal(
 
 
 async def charge(
-    session: AsyncSession, settings: Settings, actor: Actor, team_id: str, kinds: Sequence[Work]
+    session: AsyncSession,
+    settings: Settings,
+    actor: Actor,
+    team_id: str,
+    kinds: Sequence[Work],
+    *,
+    held: OrgHeld | None = None,
 ) -> Charge:
     """Charge one unit of each kind to `team_id` and to the actor's key, in the caller's
     transaction, or raise 429 inside it, whose rollback charges nothing. When several limits
-    are full, the one that frees last is named: asking again sooner would be refused by it."""
+    are full, the one that frees last is named: asking again sooner would be refused by it.
+
+    `held`: the org row this transaction holds (`admission.hold`), required for forks and
+    starts, whose charges it serialises."""
+    if held is None and not _UNDER_ORG_ROW.isdisjoint(kinds):
+        raise ValueError("forks and starts are charged under the org row: pass `held`")
     at = clock.now()
-    await _lock(session, team_id, actor.key_id)
+    if not _UNDER_ORG_ROW.issuperset(kinds):
+        await _lock(session, team_id, actor.key_id)
     rows = (
         await session.execute(
             _CHARGE,

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app import metering
+from app.admission import service as admission
 from app.errors import TooManyRequests
 from app.identity.actor import Actor
 from app.models import AuditEntry, UpstreamWork
@@ -382,21 +383,32 @@ class TestRefund:
 class TestConcurrency:
     @pytest.fixture
     def settings(self, settings: Any) -> Any:
-        return _limits(settings, team_hourly_forks=LIMIT)
+        return _limits(settings, team_hourly_forks=LIMIT, team_hourly_sessions=LIMIT)
 
+    @pytest.mark.parametrize(
+        ("kind", "under_org_row"),
+        [(metering.Work.FORK, True), (metering.Work.SESSION, False)],
+        ids=["fork-under-the-org-row", "session-under-the-meters-locks"],
+    )
     async def test_two_charges_at_the_limit_admit_exactly_one(
-        self, client: httpx.AsyncClient, runtime: Runtime
+        self, client: httpx.AsyncClient, runtime: Runtime, kind: metering.Work, under_org_row: bool
     ) -> None:
         await factories.team(client)
         actors = [Actor(key_id=f"key{i}", team_id="search-ui", scopes=frozenset()) for i in (1, 2)]
-        work = (metering.Work.FORK,)
-        async with runtime.sessions() as session, session.begin():
-            await metering.charge(session, runtime.settings, actors[0], "search-ui", work)
+
+        async def charge_in(session: Any, actor: Actor) -> None:
+            # As the callers do: forks and starts inside admission's hold of the org row.
+            held = await admission.hold(session, "search-ui") if under_org_row else None
+            await metering.charge(session, runtime.settings, actor, "search-ui", (kind,), held=held)
+
+        for _ in range(LIMIT - 1):
+            async with runtime.sessions() as session, session.begin():
+                await charge_in(session, actors[0])
 
         async def charge(actor: Actor, hold: asyncio.Event | None = None) -> str:
             async with runtime.sessions() as session, session.begin():
                 try:
-                    await metering.charge(session, runtime.settings, actor, "search-ui", work)
+                    await charge_in(session, actor)
                 except TooManyRequests:
                     return "refused"
                 if hold is not None:
@@ -417,6 +429,19 @@ class TestConcurrency:
             outcomes = sorted(await asyncio.gather(first, second))
         assert waited
         assert outcomes == ["charged", "refused"]
+
+    async def test_a_fork_or_start_charged_outside_the_org_row_is_refused(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        await factories.team(client)
+        actor = Actor(key_id="key1", team_id="search-ui", scopes=frozenset())
+        for kinds in metering.creating(False), metering.creating(True):
+            async with runtime.sessions() as session, session.begin():
+                with pytest.raises(ValueError, match="under the org row"):
+                    await metering.charge(session, runtime.settings, actor, "search-ui", kinds)
+        async with runtime.sessions() as session:
+            units = await session.scalar(select(func.count()).select_from(UpstreamWork))
+        assert units == 0
 
     async def test_concurrent_creates_at_the_limit_admit_exactly_the_limit(
         self, client: httpx.AsyncClient

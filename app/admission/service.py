@@ -13,10 +13,12 @@ Limits, checked narrowest first so a refusal names the limit the caller can act 
 
 Race-freedom across replicas. The decision reads counts of live sandboxes (`starting`,
 `running`, `unknown`) and then adds one, so two deciders must never read the same counts. Every
-admission therefore first locks the single `org_plan` row (`SELECT … FOR UPDATE`, in the same
-statement that reads the team's limits) and holds that lock until its reservation is committed.
-Admissions are serialised by Postgres, whatever process or replica they run in; the critical
-section is the limit checks, one counting statement and the commit. A create inserts its new
+admission therefore first locks the single `org_plan` row (`hold`: `SELECT … FOR UPDATE`, in
+the same statement that reads the team's limits) and holds that lock until its reservation is
+committed. Admissions are serialised by Postgres, whatever process or replica they run in; the
+critical section is the meter's charge (which the same lock serialises, `metering.charge`),
+the limit checks, one counting statement and the commit. A create that does not start takes
+the lock for its fork's charge alone. A create inserts its new
 `starting` row before it takes the lock (no other transaction sees the row until the commit)
 and passes its id as `reserved`, which the counts leave out; a start updates its existing row
 after the decision, as the lock order below requires.
@@ -27,11 +29,13 @@ statement itself could predate a reservation committed while it waited for the l
 
 Lock order, which is why this cannot deadlock: an admitting transaction takes the `org_plan`
 row first and then, at most, the one sandbox row it starts. No transaction takes a sandbox row
-and then the org row, and no other code locks `org_plan` at all (settling, the reconciler and
-the budget job only lock sandbox rows). A create holds its new row (and a key-share lock on
-its team's row, for the foreign key) before the org row: no other transaction can see the
-new row, so none waits for it, and a key-share lock only conflicts with deleting the team row
-or changing its key, which nothing does (teams are deleted by a `deleted_at` update).
+and then the org row: the only other code that locks `org_plan`, a resize's burn-rate check,
+takes it before the sandbox row too, and settling, the reconciler and the budget job only lock
+sandbox rows. The meter's advisory locks are taken only by session charges, whose transactions
+never take the org row. A create holds its new row (and a key-share lock on its team's row,
+for the foreign key) before the org row: no other transaction can see the new row, so none
+waits for it, and a key-share lock only conflicts with deleting the team row or changing its
+key, which nothing does (teams are deleted by a `deleted_at` update).
 Releasing capacity (a sandbox stops or fails) needs no org lock: it can only make a later
 decision more permissive, never over-admit.
 """
@@ -265,9 +269,29 @@ async def _decide(
     return refusal, now_used
 
 
+@dataclass(frozen=True)
+class OrgHeld:
+    """What `hold` returns: the org row is locked until the transaction ends, and the team's
+    limits were read with it. Admission decides on it, and the meter charges forks and starts
+    under it (the org row serialises those charges; see `metering.charge`)."""
+
+    team: TeamLimits
+    limit: int
+
+
+async def hold(session: AsyncSession, team_id: str) -> OrgHeld:
+    """Lock the org row and read the live team's limits with it (404 for a team that does not
+    exist or was deleted, with nothing locked)."""
+    # The org row first, the team's limits with it: see the module's docstring.
+    row = await repository.lock_org_for_team(session, team_id)
+    if row is None:
+        raise TeamNotFound(team_id)
+    return OrgHeld(TeamLimits.of(row), _effective(row.plan_limit, row.observed_limit))
+
+
 async def admit(
     session: AsyncSession,
-    team_id: str,
+    held: OrgHeld,
     *,
     owner: str | None,
     tier: str,
@@ -276,21 +300,15 @@ async def admit(
     at: datetime | None = None,
     reserved: str | None = None,
 ) -> None:
-    """Lock the org row and admit one more running VM for the team, or raise the refusal
-    (404 for a team that does not exist). The monthly budget counts from the month's start in
-    `timezone`: pass `Settings.budget_timezone`.
+    """Admit one more running VM for the held team, or raise the refusal. The monthly budget
+    counts from the month's start in `timezone`: pass `Settings.budget_timezone`.
 
-    Call inside the transaction that reserves the `starting` row and commits. `reserved` is
-    the id of a new row this transaction inserted already (a create's): the counts leave it
-    out, as the VM being admitted is the one added."""
+    Call inside the transaction that took `held` and reserves the `starting` row and commits.
+    `reserved` is the id of a new row this transaction inserted already (a create's): the
+    counts leave it out, as the VM being admitted is the one added."""
     at = at or clock.now()
-    # The org row first, the team's limits with it: see the module's docstring.
-    row = await repository.lock_org_for_team(session, team_id)
-    if row is None:
-        raise TeamNotFound(team_id)
-    limit = _effective(row.plan_limit, row.observed_limit)
     refusal, used = await _decide(
-        session, TeamLimits.of(row), limit, owner, tier, at, timezone, reserved=reserved
+        session, held.team, held.limit, owner, tier, at, timezone, reserved=reserved
     )
     limit_name = refusal.extra["limit"] if refusal is not None else "none"
     ADMISSIONS.labels(action, "refused" if refusal else "admitted", limit_name).inc()
@@ -298,7 +316,7 @@ async def admit(
         raise refusal
     assert used is not None
     # The VM that fills the plan tells so in its own transaction (DESIGN §13).
-    await alerts.note_admission(session, live_after=used.org_live + 1, limit=limit)
+    await alerts.note_admission(session, live_after=used.org_live + 1, limit=held.limit)
 
 
 async def check_resize(

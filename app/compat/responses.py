@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import context
 from app.admission import service as admission
-from app.db import transaction
+from app.db import reading
 from app.errors import AppError
 from app.runtime import Runtime
 
@@ -75,7 +75,7 @@ async def _vms_headers(rt: Runtime, team_id: str | None) -> dict[str, str]:
     """The org's concurrent VMs, the way the upstream reports its workspace's."""
     if team_id is None:
         return {}
-    async with transaction(rt.sessions) as session:
+    async with reading(rt.sessions) as session:
         plan = await admission.load_plan(session, lock=False)
         used = await admission.usage(session, plan, team_id, None)
     remaining = max(used.effective_limit - used.org_live, 0)

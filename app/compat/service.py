@@ -102,7 +102,7 @@ def _visible(actor: Actor, sandbox: Sandbox | None) -> Sandbox:
 
 async def resolve(rt: Runtime, actor: Actor, upstream_id: str) -> Sandbox:
     """The caller's sandbox with this upstream id, or the upstream's 404."""
-    async with transaction(rt.sessions) as session:
+    async with reading(rt.sessions) as session:
         found = await repository.get_by_upstream_id(session, upstream_id, team_id=actor.team_id)
     return _visible(actor, found)
 
@@ -247,7 +247,9 @@ async def list_page(
     """`GET /sandbox`: the team's sandboxes, `page_size` clamped to the upstream's 50."""
     size = min(page_size, MAX_PAGE_SIZE)
     assert actor.team_id is not None
-    async with transaction(rt.sessions) as session:
+    # Reads alone: under read committed a transaction would give its two statements no more
+    # of one snapshot than autocommit does, and would cost BEGIN and COMMIT.
+    async with reading(rt.sessions) as session:
         rows, total = await compat_repository.page(
             session,
             team_id=actor.team_id,
@@ -319,7 +321,7 @@ async def meta_info(rt: Runtime, actor: Actor | None) -> dict[str, Any]:
     if actor is None or actor.team_id is None:
         return info
     scopes = sorted({s for scope in actor.scopes for s in UPSTREAM_SCOPES.get(scope, ())})
-    async with transaction(rt.sessions) as session:
+    async with reading(rt.sessions) as session:
         plan = await admission.load_plan(session, lock=False)
         team = await session.get(Team, actor.team_id)
         used = await admission.usage(session, plan, actor.team_id, actor.owner)

@@ -26,7 +26,6 @@ from app.errors import (
     Unprocessable,
     WrongTeam,
 )
-from app.identity import service as identity_service
 from app.identity.actor import Actor
 from app.models import Sandbox
 from app.runtime import Runtime
@@ -153,7 +152,7 @@ async def create(
             default_template=rt.settings.default_template,
         )
         # The reservation goes in first: no other transaction sees it before the commit,
-        # and the meter's and the org row's locks below are then held for less.
+        # and the org row's lock below is then held for less.
         born = await transitions.insert(
             session,
             [
@@ -167,14 +166,16 @@ async def create(
         )
         if not born:
             raise TeamNotFound(spec.team_id)
-        # Metered before admission, whose org lock every replica's starts wait for.
+        # The org row, then the meter's charge, which the org row serialises, then the
+        # decision: one lock, held for the charge, the counts and the commit.
+        held = await admission.hold(session, spec.team_id)
         charge = await metering.charge(
-            session, rt.settings, actor, spec.team_id, metering.creating(spec.start)
+            session, rt.settings, actor, spec.team_id, metering.creating(spec.start), held=held
         )
         if spec.start:
             await admission.admit(
                 session,
-                spec.team_id,
+                held,
                 owner=spec.owner,
                 tier=spec.tier,
                 action=action,
@@ -182,8 +183,6 @@ async def create(
                 timezone=rt.settings.budget_timezone,
                 reserved=sandbox.id,
             )
-        else:
-            await identity_service.get_team(session, spec.team_id)
 
     fork, err = await lifecycle.call_upstream(
         lambda: rt.upstream.fork(

@@ -7,8 +7,9 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, and_, any_, literal, or_, select, update
+from sqlalchemy import Select, and_, any_, bindparam, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from app import inputs
 from app.errors import InvalidCursor
@@ -23,27 +24,52 @@ def _scoped(team_id: str | None) -> Select[Sandbox]:
     return query if team_id is None else query.where(Sandbox.team_id == team_id)
 
 
+_Lookups = dict[tuple[bool, bool], Select[Sandbox]]
+
+
+def _lookups(column: InstrumentedAttribute[str] | InstrumentedAttribute[str | None]) -> _Lookups:
+    """The queries for one sandbox by `column`, keyed by (scoped to a team, locked). Built
+    once: building a select and its cache key costs ~0.14 ms of CPU a call, about what the
+    round trip itself costs, on every request that loads a sandbox."""
+    by_key = select(Sandbox).where(column == bindparam("key"))
+    in_team = by_key.where(Sandbox.team_id == bindparam("team_id"))
+
+    def locked(query: Select[Sandbox]) -> Select[Sandbox]:
+        # The locked row as it is now: a copy the session loaded earlier may be stale.
+        return query.with_for_update().execution_options(populate_existing=True)
+
+    return {
+        (False, False): by_key,
+        (True, False): in_team,
+        (False, True): locked(by_key),
+        (True, True): locked(in_team),
+    }
+
+
+_BY_ID = _lookups(Sandbox.id)
+_BY_UPSTREAM_ID = _lookups(Sandbox.upstream_id)
+
+
+async def _one(
+    session: AsyncSession, lookups: _Lookups, key: str, team_id: str | None, for_update: bool
+) -> Sandbox | None:
+    params = {"key": key} if team_id is None else {"key": key, "team_id": team_id}
+    result: Sandbox | None = await session.scalar(lookups[team_id is not None, for_update], params)
+    return result
+
+
 async def get(
     session: AsyncSession, sandbox_id: str, *, team_id: str | None, for_update: bool = False
 ) -> Sandbox | None:
     """A sandbox visible to team_id (None: any team). Another team's sandbox is None, the
     same as one that does not exist, so a key never learns what other teams have."""
-    query = _scoped(team_id).where(Sandbox.id == sandbox_id)
-    if for_update:
-        # The locked row as it is now: a copy the session loaded earlier may be stale.
-        query = query.with_for_update().execution_options(populate_existing=True)
-    result: Sandbox | None = await session.scalar(query)
-    return result
+    return await _one(session, _BY_ID, sandbox_id, team_id, for_update)
 
 
 async def get_by_upstream_id(
     session: AsyncSession, upstream_id: str, *, team_id: str | None, for_update: bool = False
 ) -> Sandbox | None:
-    query = _scoped(team_id).where(Sandbox.upstream_id == upstream_id)
-    if for_update:
-        query = query.with_for_update().execution_options(populate_existing=True)
-    result: Sandbox | None = await session.scalar(query)
-    return result
+    return await _one(session, _BY_UPSTREAM_ID, upstream_id, team_id, for_update)
 
 
 def encode_cursor(row: Sandbox) -> str:

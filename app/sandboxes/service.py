@@ -86,18 +86,19 @@ async def _reserve_start(
     rt: Runtime, session: AsyncSession, actor: Actor, sandbox_id: str, action: str
 ) -> tuple[Sandbox, SandboxState, metering.Charge]:
     """Phase 1 of a start: metered (unless believed running), admitted, reserved `starting`."""
-    # Lock order: the meter's locks, then the org row (inside admit), then the sandbox row,
-    # as a create takes them.
+    # Lock order: the org row (which also serialises the meter's charge), then the sandbox
+    # row, as a create takes them.
     sandbox = await access.load(session, actor, sandbox_id)
     _check_startable(sandbox)
     charge = metering.Charge()
     if sandbox.state != SandboxState.RUNNING:
+        held = await admission.hold(session, sandbox.team_id)
         charge = await metering.charge(
-            session, rt.settings, actor, sandbox.team_id, (metering.Work.START,)
+            session, rt.settings, actor, sandbox.team_id, (metering.Work.START,), held=held
         )
         await admission.admit(
             session,
-            sandbox.team_id,
+            held,
             owner=sandbox.owner,
             tier=sandbox.tier,
             action=action,
@@ -610,6 +611,6 @@ async def delete(rt: Runtime, actor: Actor, sandbox_id: str) -> lifecycle.Outcom
 
 
 async def events(rt: Runtime, actor: Actor, sandbox_id: str) -> list[Any]:
-    async with transaction(rt.sessions) as session:
+    async with reading(rt.sessions) as session:
         sandbox = await access.load(session, actor, sandbox_id)
         return await repository.events(session, sandbox.id)
