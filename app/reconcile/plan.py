@@ -142,14 +142,14 @@ def _seen_since_start(row: Row) -> bool:
     return seen is not None and (started is None or seen >= started)
 
 
-def last_sighting(row: Row, previous_poll_at: datetime | None) -> datetime:
+def last_sighting(row: Row, written_poll_at: datetime | None) -> datetime:
     """The last time a running row was seen running. Sightings are written lazily: a row seen
     since its start whose miss counter is still 0 was listed by every poll since, so by the
-    previous one too."""
+    last finished period's (`written_poll_at`) too."""
     if _seen_since_start(row):
         assert row.last_seen_running_at is not None
-        if row.missed_polls == 0 and previous_poll_at is not None:
-            return max(row.last_seen_running_at, previous_poll_at)
+        if row.missed_polls == 0 and written_poll_at is not None:
+            return max(row.last_seen_running_at, written_poll_at)
         return row.last_seen_running_at
     return row.last_started_at or row.state_changed_at
 
@@ -232,12 +232,16 @@ def classify(
     *,
     poll_at: datetime,
     previous_poll_at: datetime | None,
+    written_poll_at: datetime | None,
     grace: timedelta,
     refresh: timedelta,
     intent_window: timedelta,
 ) -> Plan:
-    """`intent_window`: how long after it was written a pending intent can still explain what
-    the upstream shows (the calls' deadline, the polls that notice, the listing's lag)."""
+    """`previous_poll_at`: the last period's poll that the upstream answered (the first that
+    may have missed a VM); `written_poll_at`: the last finished period's (the one a miss
+    counter of 0 says listed the VM; `repository.previous_poll_at`). `intent_window`: how long
+    after it was written a pending intent can still explain what the upstream shows (the
+    calls' deadline, the polls that notice, the listing's lag)."""
     plan = Plan()
     listed = {vm.id: vm for vm in vms if vm.id}
     claimed: set[str] = set()
@@ -249,7 +253,9 @@ def classify(
         if row.upstream_id is not None and vm is not None:
             claimed.add(row.upstream_id)
         if row.state == "running":
-            _classify_running(plan, row, vm, poll_at, previous_poll_at, grace, refresh, intent)
+            _classify_running(
+                plan, row, vm, poll_at, (previous_poll_at, written_poll_at), grace, refresh, intent
+            )
         elif row.state in ("hibernated", "shutdown"):
             if intent == "deleted" and vm is None:
                 plan.deleting.append(row)
@@ -282,11 +288,12 @@ def _classify_running(
     row: Row,
     vm: RunningVM | None,
     poll_at: datetime,
-    previous_poll_at: datetime | None,
+    previous: tuple[datetime | None, datetime | None],
     grace: timedelta,
     refresh: timedelta,
     intent: str | None,
 ) -> None:
+    previous_poll_at, written_poll_at = previous
     if vm is not None:
         session = vm.session_started_at
         started = row.last_started_at or row.state_changed_at
@@ -296,7 +303,7 @@ def _classify_running(
             ended = estimate_end(
                 last_active_at=row.upstream_last_active_at,
                 hibernation_timeout_seconds=row.hibernation_timeout_seconds,
-                seen_running_at=last_sighting(row, previous_poll_at),
+                seen_running_at=last_sighting(row, written_poll_at),
                 seen_stopped_at=min(session, poll_at),
             )
             plan.restarted.append(Restart(row, vm, ended, clamp(session, ended, poll_at)))
@@ -318,7 +325,7 @@ def _classify_running(
         if row.missed_polls:
             plan.unobservable.append(row)
         return
-    seen_running = last_sighting(row, previous_poll_at)
+    seen_running = last_sighting(row, written_poll_at)
     if row.missed_polls + 1 < MISSES_TO_CLOSE:
         plan.missed.append((row, seen_running))
         return

@@ -137,7 +137,10 @@ async def record_sightings(
 async def record_misses(
     session: AsyncSession, misses: Sequence[tuple[str, int, datetime | None]]
 ) -> None:
-    """Set (miss counter, last sighting) of rows still running; others are left alone."""
+    """Set (miss counter, last sighting) of rows still running; others are left alone. Waits
+    for a row an API request holds (its transactions are short and take no other row after
+    it): a miss skipped would leave the counter at 0, which the next period reads as a
+    sighting by this one."""
     if not misses:
         return
     await session.execute(
@@ -145,7 +148,7 @@ async def record_misses(
             "WITH u AS (SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:missed AS int[]),"
             "  CAST(:seen AS timestamptz[])) AS u(id, missed, seen)),"
             " claimed AS (SELECT s.id FROM sandboxes s JOIN u ON s.id = u.id"
-            "  WHERE s.state = 'running' ORDER BY s.id FOR UPDATE OF s SKIP LOCKED)"
+            "  WHERE s.state = 'running' ORDER BY s.id FOR UPDATE OF s)"
             " UPDATE sandboxes s SET missed_polls = u.missed,"
             "  last_seen_running_at = coalesce(u.seen, s.last_seen_running_at)"
             " FROM u JOIN claimed ON claimed.id = u.id WHERE s.id = u.id"
@@ -191,11 +194,20 @@ async def mark_polled(session: AsyncSession, run_id: int, *, running: int, limit
     )
 
 
-async def previous_poll_at(session: AsyncSession, run_id: int | None = None) -> datetime | None:
+async def previous_poll_at(
+    session: AsyncSession, run_id: int | None = None, *, written: bool = False
+) -> datetime | None:
     """When the last period (before `run_id`, when given) whose poll the upstream answered
     polled, whether or not the period finished: one the database failed half-way may have
-    written the first misses that a second miss then dates the stop by."""
+    written the first misses that a second miss then dates the stop by.
+
+    `written`: the last such period that also finished, so that it wrote the miss of every
+    running row its poll did not list. Only that one implies a sighting of a row whose miss
+    counter is 0 (`plan.last_sighting`): a period that failed before its misses were written
+    may have missed the row and left its counter at 0."""
     query = select(ReconcileRun.started_at).where(ReconcileRun.upstream_running.is_not(None))
+    if written:
+        query = query.where(ReconcileRun.outcome == "ok", ReconcileRun.finished_at.is_not(None))
     if run_id is not None:
         query = query.where(ReconcileRun.id < run_id)
     result: datetime | None = await session.scalar(query.order_by(ReconcileRun.id.desc()).limit(1))

@@ -183,6 +183,7 @@ async def _repair(
     async with transaction(rt.sessions) as session:
         rows = await repository.load_rows(session, list(listed))
         previous = await repository.previous_poll_at(session, run_id)
+        written = await repository.previous_poll_at(session, run_id, written=True)
         intents = await repository.unknown_intents(
             session, [row.id for row in rows if row.state == SandboxState.UNKNOWN]
         )
@@ -192,6 +193,7 @@ async def _repair(
         rows,
         poll_at=poll_at,
         previous_poll_at=previous,
+        written_poll_at=written,
         grace=period.grace,
         refresh=refresh,
         intent_window=intent_window(rt.settings),

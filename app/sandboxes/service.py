@@ -339,7 +339,7 @@ async def _stopped_unseen_at(
 ) -> datetime:
     """When a VM that the upstream says is not running stopped on its own: its last activity
     plus its hibernation timeout, between its last sighting running and now."""
-    previous = await reconcile_repository.previous_poll_at(session)
+    previous = await reconcile_repository.previous_poll_at(session, written=True)
     return plan.estimate_end(
         last_active_at=sandbox.upstream_last_active_at,
         hibernation_timeout_seconds=sandbox.hibernation_timeout_seconds,

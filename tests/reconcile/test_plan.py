@@ -52,12 +52,23 @@ def vm(**changes: object) -> RunningVM:
     return RunningVM.model_validate(fields)
 
 
-def plan_for(rows: list[Row], vms: list[RunningVM], *, at: float, previous: float | None) -> Plan:
+def plan_for(
+    rows: list[Row],
+    vms: list[RunningVM],
+    *,
+    at: float,
+    previous: float | None,
+    written: float | str | None = "previous",
+) -> Plan:
+    """`written`: the last finished period's poll; by default the previous one finished."""
+    finished = previous if written == "previous" else written
+    assert not isinstance(finished, str)
     return classify(
         vms,
         rows,
         poll_at=s(at),
         previous_poll_at=s(previous) if previous is not None else None,
+        written_poll_at=s(finished) if finished is not None else None,
         grace=GRACE,
         refresh=REFRESH,
         intent_window=INTENT_WINDOW,
@@ -160,6 +171,26 @@ class TestMisses:
         plan = plan_for([row()], [], at=100, previous=85)
         assert [(r.id, seen) for r, seen in plan.missed] == [("sbx_1", s(85))]
         assert plan.closing == []
+
+    def test_a_period_that_failed_before_its_misses_implies_no_sighting(self) -> None:
+        # The period at 85 polled (the VM was not listed) and failed before it wrote the
+        # miss: the counter still says 0, but only the period at 70 finished.
+        plan = plan_for([row()], [], at=100, previous=85, written=70)
+        assert [(r.id, seen) for r, seen in plan.missed] == [("sbx_1", s(70))]
+        # The stop the next miss closes is dated from that sighting: activity at 5 plus a
+        # 30 s timeout is before it, so the stop is the sighting itself, not the failed poll.
+        _, seen = plan.missed[0]
+        missed_once = row(
+            missed_polls=1,
+            last_seen_running_at=seen,
+            upstream_last_active_at=s(5),
+            hibernation_timeout_seconds=30,
+        )
+        [closing] = plan_for([missed_once], [], at=115, previous=100).closing
+        assert closing.ended_at == s(70)
+        never_listed = row(last_seen_running_at=s(10), upstream_last_active_at=s(5))
+        plan = plan_for([never_listed], [], at=100, previous=85, written=None)
+        assert [seen for _, seen in plan.missed] == [s(10)]
 
     def test_the_second_miss_closes_between_the_sightings(self) -> None:
         missed_once = row(missed_polls=1, last_seen_running_at=s(85), upstream_last_active_at=s(5))
