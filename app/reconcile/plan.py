@@ -239,7 +239,7 @@ def classify(
 ) -> Plan:
     """`previous_poll_at`: the last period's poll that the upstream answered (the first that
     may have missed a VM); `written_poll_at`: the last finished period's (the one a miss
-    counter of 0 says listed the VM; `repository.previous_poll_at`). `intent_window`: how long
+    counter of 0 says listed the VM; `repository.PollTimes`). `intent_window`: how long
     after it was written a pending intent can still explain what the upstream shows (the
     calls' deadline, the polls that notice, the listing's lag)."""
     plan = Plan()

@@ -186,7 +186,7 @@ async def start_run(session: AsyncSession, replica: str, started_at: datetime) -
 
 
 async def mark_polled(session: AsyncSession, run_id: int, *, running: int, limit: int) -> None:
-    """The upstream answered this period's poll (`previous_poll_at` counts it from now on)."""
+    """The upstream answered this period's poll (`poll_times` counts it from now on)."""
     await session.execute(
         update(ReconcileRun)
         .where(ReconcileRun.id == run_id)
@@ -194,24 +194,38 @@ async def mark_polled(session: AsyncSession, run_id: int, *, running: int, limit
     )
 
 
-async def previous_poll_at(
-    session: AsyncSession, run_id: int | None = None, *, written: bool = False
-) -> datetime | None:
-    """When the last period (before `run_id`, when given) whose poll the upstream answered
-    polled, whether or not the period finished: one the database failed half-way may have
-    written the first misses that a second miss then dates the stop by.
+@dataclass(frozen=True)
+class PollTimes:
+    """When the last periods (before a given one) polled, read together.
 
-    `written`: the last such period that also finished, so that it wrote the miss of every
-    running row its poll did not list. Only that one implies a sighting of a row whose miss
-    counter is 0 (`plan.last_sighting`): a period that failed before its misses were written
-    may have missed the row and left its counter at 0."""
+    `polled`: the last period whose poll the upstream answered, whether or not it finished: one
+    the database failed half-way may have written the first misses that a second miss then
+    dates the stop by. `written`: the last such period that also finished, so that it wrote
+    the miss of every running row its poll did not list. Only that one implies a sighting of a
+    row whose miss counter is 0 (`plan.last_sighting`): a period that failed before its misses
+    were written may have missed the row and left its counter at 0."""
+
+    polled: datetime | None
+    written: datetime | None
+
+
+def _last_poll(run_id: int | None, *, written: bool) -> Any:
     query = select(ReconcileRun.started_at).where(ReconcileRun.upstream_running.is_not(None))
     if written:
         query = query.where(ReconcileRun.outcome == "ok", ReconcileRun.finished_at.is_not(None))
     if run_id is not None:
         query = query.where(ReconcileRun.id < run_id)
-    result: datetime | None = await session.scalar(query.order_by(ReconcileRun.id.desc()).limit(1))
-    return result
+    return query.order_by(ReconcileRun.id.desc()).limit(1).scalar_subquery()
+
+
+async def poll_times(session: AsyncSession, run_id: int | None = None) -> PollTimes:
+    """`PollTimes` before `run_id` (when given), in one round trip."""
+    polled, written = (
+        await session.execute(
+            select(_last_poll(run_id, written=False), _last_poll(run_id, written=True))
+        )
+    ).one()
+    return PollTimes(polled, written)
 
 
 def row_of(sandbox: Sandbox) -> Row:

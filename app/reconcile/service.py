@@ -182,8 +182,7 @@ async def _repair(
     listed = {vm.id: vm for vm in poll.vms if vm.id}
     async with transaction(rt.sessions) as session:
         rows = await repository.load_rows(session, list(listed))
-        previous = await repository.previous_poll_at(session, run_id)
-        written = await repository.previous_poll_at(session, run_id, written=True)
+        previous = await repository.poll_times(session, run_id)
         intents = await repository.unknown_intents(
             session, [row.id for row in rows if row.state == SandboxState.UNKNOWN]
         )
@@ -192,8 +191,8 @@ async def _repair(
         poll.vms,
         rows,
         poll_at=poll_at,
-        previous_poll_at=previous,
-        written_poll_at=written,
+        previous_poll_at=previous.polled,
+        written_poll_at=previous.written,
         grace=period.grace,
         refresh=refresh,
         intent_window=intent_window(rt.settings),

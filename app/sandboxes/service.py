@@ -339,7 +339,7 @@ async def _stopped_unseen_at(
 ) -> datetime:
     """When a VM that the upstream says is not running stopped on its own: its last activity
     plus its hibernation timeout, between its last sighting running and now."""
-    previous = await reconcile_repository.previous_poll_at(session, written=True)
+    previous = (await reconcile_repository.poll_times(session)).written
     return plan.estimate_end(
         last_active_at=sandbox.upstream_last_active_at,
         hibernation_timeout_seconds=sandbox.hibernation_timeout_seconds,
@@ -506,7 +506,7 @@ async def _shut_down_if_woken(
     async with transaction(rt.sessions) as session:
         row = await lifecycle.reload(session, sandbox.id)
         if row.state in STOPPED:
-            previous = await reconcile_repository.previous_poll_at(session)
+            previous = (await reconcile_repository.poll_times(session)).polled
             since = max(row.state_changed_at, min(previous or row.state_changed_at, began))
             await transitions.move(
                 session,

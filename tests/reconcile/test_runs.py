@@ -3,13 +3,15 @@ refusal while another period holds the lock."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from sqlalchemy import select
 
 from app.db import transaction
 from app.identity.actor import Actor
-from app.models import AuditEntry
-from app.reconcile import runs
+from app.models import AuditEntry, ReconcileRun
+from app.reconcile import repository, runs
 from app.reconcile.leader import period_lock
 from app.runtime import Runtime
 
@@ -43,3 +45,39 @@ class TestRunByHand:
         async with transaction(runtime.sessions) as session:
             found, drifts = await runs.recent(session, limit=5, kind=None, drift_limit=10)
         return list(found), list(drifts)
+
+
+class TestPollTimes:
+    async def test_a_period_that_polled_and_did_not_finish_is_polled_not_written(
+        self, runtime: Runtime
+    ) -> None:
+        at = datetime(2026, 12, 1, tzinfo=UTC)
+        periods = [
+            # (started, polled, outcome, finished)
+            (0, True, "ok", True),
+            (10, True, "ok", True),
+            (20, False, "failed", True),  # the upstream did not answer its poll
+            (30, True, "running", False),  # polled; its process or database went away
+        ]
+        async with transaction(runtime.sessions) as session:
+            for started, polled, outcome, finished in periods:
+                session.add(
+                    ReconcileRun(
+                        replica="r",
+                        started_at=at + timedelta(seconds=started),
+                        outcome=outcome,
+                        upstream_running=1 if polled else None,
+                        finished_at=at + timedelta(seconds=started + 1) if finished else None,
+                    )
+                )
+            await session.flush()
+            last = max(await session.scalars(select(ReconcileRun.id)))
+        async with transaction(runtime.sessions) as session:
+            now = await repository.poll_times(session)
+            before_last = await repository.poll_times(session, last)
+        assert now == repository.PollTimes(
+            polled=at + timedelta(seconds=30), written=at + timedelta(seconds=10)
+        )
+        assert before_last == repository.PollTimes(
+            polled=at + timedelta(seconds=10), written=at + timedelta(seconds=10)
+        )
