@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 from functools import cache
@@ -89,27 +90,46 @@ def database_url(settings: Settings) -> str:
     return embedded_url(settings.data_dir)
 
 
+# A connection back in the pool for less than this is handed out untested. A restart takes
+# longer than this (a fast shutdown alone checkpoints), so a connection that was used this
+# recently still talks to the server it was opened on; what the test would cost on each of
+# them is one round trip per checkout (bench/pool_ping.py). A lone connection killed in that
+# window (`pg_terminate_backend`) fails its next statement: a 503, and the failure discards
+# every pooled connection opened before it.
+PING_AFTER_IDLE_SECONDS = 0.1
+
+
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
+        # The connection used last goes out first: under light load the same few stay recent
+        # (untested, above) and the rest idle until they are needed or closed.
+        pool_use_lifo=True,
         # A failed statement's error (logged, and in every traceback) never carries the values
         # bound to it: they are client input, keys' digests, tokens.
         hide_parameters=True,
         # Short statements only: nothing in Corral should hold a connection for long.
         connect_args={"server_settings": {"application_name": "corral"}},
     )
+    event.listen(engine.sync_engine, "checkin", _checked_in)
     event.listen(engine.sync_engine, "checkout", _ping)
     return engine
 
 
+def _checked_in(dbapi_connection: Any, record: Any) -> None:
+    record.info["checked_in_at"] = time.monotonic()
+
+
 def _ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-    """A database restart breaks every pooled connection: each is tried at checkout, and a
-    dead one is replaced (the pool takes another), so the first request after the restart
-    works. One query in the simple protocol is one round trip; `pool_pre_ping` takes
-    three on asyncpg (BEGIN, the query, ROLLBACK), 0.3 ms more per checkout on a read
-    (bench/overhead.py)."""
+    """A database restart breaks every pooled connection: one that sat idle is tried at
+    checkout, and a dead one is replaced (the pool takes another), so the first request after
+    the restart works. One query in the simple protocol is one round trip; `pool_pre_ping`
+    takes three on asyncpg (BEGIN, the query, ROLLBACK)."""
+    checked_in_at = record.info.get("checked_in_at")
+    if checked_in_at is not None and time.monotonic() - checked_in_at < PING_AFTER_IDLE_SECONDS:
+        return
     try:
         await_only(dbapi_connection.driver_connection.execute("SELECT 1"))
     except UNAVAILABLE as exc:

@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 
+import asyncpg
 import httpx
 import pytest
 
+from app import db
 from app.db import async_url, create_engine, migrate
 from app.main import create_app
 from app.reconcile.leader import Leadership
@@ -97,6 +99,54 @@ async def test_the_first_request_after_an_unseen_restart_works(
     pg.start()
     after = [client.get(f"/v1/sandboxes/{created['id']}", headers=headers) for _ in range(2)]
     assert [r.status_code for r in await asyncio.gather(*after)] == [200, 200]
+
+
+async def _kill_corral_connections(pg: Cluster) -> int:
+    """Terminates every connection Corral holds on the cluster (not the caller's own)."""
+    killer = await asyncpg.connect(pg.url)
+    try:
+        killed: int = await killer.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'corral' AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await killer.close()
+    return killed
+
+
+async def test_a_connection_that_sat_idle_is_tested_and_a_dead_one_replaced(
+    pg: Cluster, served: tuple[httpx.AsyncClient, Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection idle longer than `PING_AFTER_IDLE_SECONDS` (here: any) is tried at
+    checkout: one killed while it sat idle costs no request a 503."""
+    client, _ = served
+    headers = await factories.team_with_key(client, "idle-team")
+    created = await factories.sandbox(client, headers)
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)
+    assert await _kill_corral_connections(pg) >= 1
+    after = await client.get(f"/v1/sandboxes/{created['id']}", headers=headers)
+    assert after.status_code == 200, after.text
+
+
+async def test_a_connection_used_moments_ago_goes_out_untested(
+    pg: Cluster, served: tuple[httpx.AsyncClient, Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other side of that trade: a connection back in the pool for less than the threshold
+    (here: all of them) is not tried, so one killed in that window fails the next request,
+    with a 503 and no record written; the failure discards every pooled connection opened
+    before it, and the request after it works."""
+    client, _ = served
+    headers = await factories.team_with_key(client, "recent-team")
+    created = await factories.sandbox(client, headers)
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 3600.0)
+    assert await _kill_corral_connections(pg) >= 1
+    refused = await client.post(
+        "/v1/sandboxes", json={"tier": "Pico", "owner": "a@corp"}, headers=headers
+    )
+    assert_unavailable(refused)
+    listed = await client.get("/v1/sandboxes", headers=headers)
+    assert listed.status_code == 200, listed.text
+    assert [item["id"] for item in listed.json()["items"]] == [created["id"]]
 
 
 async def test_the_reconcile_leader_takes_its_lock_again_after_a_restart(
