@@ -45,7 +45,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Row
@@ -108,7 +108,17 @@ class Usage:
     effective_limit: int
 
 
-def effective_limit(plan: OrgPlan) -> int:
+class PlanLimits(Protocol):
+    """What the effective limit is computed from: an `OrgPlan`, or a row of just these."""
+
+    @property
+    def plan_limit(self) -> int: ...
+
+    @property
+    def observed_limit(self) -> int | None: ...
+
+
+def effective_limit(plan: PlanLimits) -> int:
     """The smaller of the configured plan and the limit last observed upstream."""
     return _effective(plan.plan_limit, plan.observed_limit)
 

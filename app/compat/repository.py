@@ -1,14 +1,17 @@
-"""Queries the facade needs beyond the sandbox repository: the upstream's page-numbered list."""
+"""Queries the facade needs beyond the sandbox repository: the upstream's page-numbered list,
+the running VMs and the limits `/vm/running` states beside them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import ColumnElement, any_, func, literal, select
+from sqlalchemy import ColumnElement, Row, any_, func, literal, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Sandbox
 from app.sandboxes.states import FINAL
+from app.usage.repository import BOOK_MARK
 
 
 def _visible(team_id: str, owner: str | None) -> list[ColumnElement[bool]]:
@@ -61,3 +64,20 @@ async def running(session: AsyncSession, *, team_id: str, owner: str | None) -> 
         .order_by(Sandbox.last_started_at.desc(), Sandbox.id)
     )
     return list(rows)
+
+
+# The team's own cap (NULL without one, or without the team), the org's limits, and the price
+# book's mark, in one round trip and without a lock: a listing's figures, not a decision.
+_LIMITS = text(
+    f"""
+    SELECT t.max_concurrent AS team_limit, p.plan_limit, p.observed_limit, {BOOK_MARK}
+      FROM org_plan p LEFT JOIN teams t ON t.id = :team
+     WHERE p.id = 1
+    """  # noqa: S608 (a constant of the usage repository only)
+)
+
+
+async def limits(session: AsyncSession, team_id: str) -> Row[Any]:
+    row = (await session.execute(_LIMITS, {"team": team_id})).one_or_none()
+    assert row is not None, "migration 0002 seeds the org_plan row"
+    return row

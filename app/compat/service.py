@@ -48,8 +48,6 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from app import clock
 from app.admission import service as admission
 from app.audit import service as audit
@@ -281,36 +279,31 @@ async def running_vms(rt: Runtime, actor: Actor) -> dict[str, Any]:
     # Reads alone, each its own snapshot: the answer is a listing, as the upstream's is.
     async with reading(rt.sessions) as session:
         rows = await compat_repository.running(session, team_id=actor.team_id, owner=actor.owner)
-        limit = await team_limit(session, actor.team_id)
-        # The price book read once, not once per VM.
-        prices = await ledger.price_table(session)
-        vms = []
-        for row in rows:
-            rate, _ = prices.price(row.tier, at)
-            vms.append(
-                {
-                    "id": row.upstream_id,
-                    "last_active_at": _epoch(row.upstream_last_active_at or row.last_started_at),
-                    "session_started_at": _epoch(row.last_started_at),
-                    "credit_basis": str(admission.plain(rate)),
-                    "specs": specs_of(row.tier),
-                }
-            )
+        limits = await compat_repository.limits(session, actor.team_id)
+        # The price book read once, not once per VM, and only when it changed.
+        mark = (limits.book_versions, limits.book_last_id)
+        prices = await ledger.price_table_marked(await session.connection(), mark)
+    vms = []
+    for row in rows:
+        rate, _ = prices.price(row.tier, at)
+        vms.append(
+            {
+                "id": row.upstream_id,
+                "last_active_at": _epoch(row.upstream_last_active_at or row.last_started_at),
+                "session_started_at": _epoch(row.last_started_at),
+                "credit_basis": str(admission.plain(rate)),
+                "specs": specs_of(row.tier),
+            }
+        )
+    # The team's cap within the org's effective limit.
+    limit = admission.effective_limit(limits)
+    if limits.team_limit is not None:
+        limit = min(limits.team_limit, limit)
     return {"concurrent_vm_count": len(vms), "concurrent_vm_limit": limit, "vms": vms}
 
 
 def _epoch(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp())
-
-
-async def team_limit(session: AsyncSession, team_id: str) -> int:
-    """The most VMs the team may run at once: its own cap within the org's effective limit."""
-    plan = await admission.load_plan(session, lock=False)
-    team = await session.get(Team, team_id)
-    org = admission.effective_limit(plan)
-    if team is None or team.max_concurrent is None:
-        return org
-    return min(team.max_concurrent, org)
 
 
 async def meta_info(rt: Runtime, actor: Actor | None) -> dict[str, Any]:

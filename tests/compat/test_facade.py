@@ -209,6 +209,19 @@ async def test_running_vms_and_meta_info_are_the_callers(client: httpx.AsyncClie
     assert set(anonymous) == {"api"}
 
 
+async def test_running_vms_state_the_orgs_limit_for_a_team_without_a_cap(
+    client: httpx.AsyncClient,
+) -> None:
+    headers = await factories.team_with_key(client, "uncapped")
+    await _create(client, headers)
+    running = _data(await client.get("/csb/vm/running", headers=headers))
+    assert running["concurrent_vm_limit"] == 250  # the seeded plan's
+    plan = {"plan": "enterprise", "limit": 7}
+    assert (await client.put("/v1/admin/plan", json=plan, headers=factories.ADMIN)).is_success
+    running = _data(await client.get("/csb/vm/running", headers=headers))
+    assert running["concurrent_vm_count"] == 1 and running["concurrent_vm_limit"] == 7
+
+
 async def test_owner_header_scopes_what_the_key_sees(client: httpx.AsyncClient) -> None:
     headers = await factories.team_with_key(client, "search-ui")
     alice = {**headers, "X-Corral-Owner": "alice"}
