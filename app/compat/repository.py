@@ -38,23 +38,31 @@ async def page(
     page: int,
     page_size: int,
 ) -> tuple[list[Sandbox], int]:
-    """One page (1-based) and the total count. Ties are broken by id, so pages are stable."""
+    """One page (1-based) and the total count. Ties are broken by id, so pages are stable.
+
+    The count rides on the page's rows (a window over every matching row, taken before the
+    offset and limit): one round trip, not two. Only a page with no rows (past the end, or
+    nothing matches) counts on its own."""
     conditions = _visible(team_id, owner)
     # Every tag asked for must be on the sandbox.
     conditions.extend(literal(tag) == any_(Sandbox.tags) for tag in tags)
     if running_only:
         conditions.append(Sandbox.state == "running")
-    total = await session.scalar(select(func.count()).select_from(Sandbox).where(*conditions))
     column = Sandbox.created_at if order_by == "inserted_at" else Sandbox.updated_at
     ordering = (column.desc(), Sandbox.id.desc()) if descending else (column.asc(), Sandbox.id)
-    rows = await session.scalars(
-        select(Sandbox)
-        .where(*conditions)
-        .order_by(*ordering)
-        .offset((page - 1) * page_size)
-        .limit(page_size)
-    )
-    return list(rows), int(total or 0)
+    rows = (
+        await session.execute(
+            select(Sandbox, func.count().over())
+            .where(*conditions)
+            .order_by(*ordering)
+            .offset((page - 1) * page_size)
+            .limit(page_size)
+        )
+    ).all()
+    if rows:
+        return [sandbox for sandbox, _ in rows], int(rows[0][1])
+    total = await session.scalar(select(func.count()).select_from(Sandbox).where(*conditions))
+    return [], int(total or 0)
 
 
 async def running(session: AsyncSession, *, team_id: str, owner: str | None) -> list[Sandbox]:

@@ -174,6 +174,10 @@ async def test_list_pages_clamp_to_fifty_and_filter(client: httpx.AsyncClient) -
     assert even["pagination"]["total_records"] == 27
     running = _data(await client.get("/csb/sandbox?status=running", headers=headers))
     assert running["pagination"]["total_records"] == 0
+    # A page past the end has no rows to carry the count: it is counted on its own.
+    past = _data(await client.get("/csb/sandbox?page=3&page_size=50", headers=headers))
+    assert past["sandboxes"] == []
+    assert past["pagination"] == {"total_records": 53, "current_page": 3, "next_page": None}
     sample = first["sandboxes"][0]
     assert set(sample) == {
         "id",
