@@ -35,6 +35,12 @@ async def load(
     sandbox = await repository.get(
         session, sandbox_id, team_id=visible_team(actor), for_update=lock
     )
+    return visible(actor, sandbox, sandbox_id)
+
+
+def visible(actor: Actor, sandbox: Sandbox | None, sandbox_id: str) -> Sandbox:
+    """The sandbox a lookup scoped by `visible_team` found, if the actor may see it, else
+    404: for a query that loads the sandbox with more than its row."""
     if sandbox is None or not may_see(actor, sandbox):
         raise SandboxNotFound(sandbox_id)
     return sandbox

@@ -37,9 +37,8 @@ STOPPABLE = frozenset({SandboxState.RUNNING, SandboxState.UNKNOWN})
 
 async def get(rt: Runtime, actor: Actor, sandbox_id: str) -> tuple[Sandbox, Accrued]:
     async with reading(rt.sessions) as session:
-        sandbox = await access.load(session, actor, sandbox_id)
         # Priced like its cost statement: per started minute, by the price-book version(s).
-        total = await statements.accrued(session, sandbox.id, clock.now())
+        sandbox, total = await statements.with_accrued(session, actor, sandbox_id, clock.now())
     return sandbox, Accrued(
         seconds=total.seconds.quantize(Decimal("0.001")),
         billed_minutes=total.billed_minutes,

@@ -14,12 +14,12 @@ from datetime import datetime
 from decimal import Decimal
 from itertools import groupby
 
-from sqlalchemy import DateTime, and_, bindparam, func, or_, select
+from sqlalchemy import DateTime, Select, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from app.identity.actor import Actor
-from app.models import PriceBook, UsageInterval
+from app.models import PriceBook, Sandbox, UsageInterval
 from app.sandboxes import access
 from app.usage import amounts, ledger, repository
 from app.usage.schemas import CostLine, CostStatement, UsageFigures
@@ -132,27 +132,45 @@ _INTERVAL_END = func.greatest(
 # A sandbox's intervals, each with the versions in force at some instant of it (`<=`: a
 # zero-length interval is priced by the version in force at its start, which may start then;
 # a version starting exactly at an interval's end comes too, and prices nothing). That is the
-# consecutive run of versions `price_interval` needs, in one statement instead of two.
-_ACCRUED = (
-    select(UsageInterval, _VERSION)
-    .join(
-        _VERSION,
-        and_(
-            _VERSION.effective_from <= _INTERVAL_END,
-            or_(_VERSIONS.c.until.is_(None), _VERSIONS.c.until > UsageInterval.started_at),
-        ),
-    )
-    .where(UsageInterval.sandbox_id == bindparam("sandbox_id"))
-    .order_by(UsageInterval.started_at, UsageInterval.id, _VERSION.effective_from)
+# consecutive run of versions `price_interval` needs, in the statement that loads the sandbox:
+# one round trip for a sandbox's view, not three.
+_IN_FORCE = and_(
+    _VERSION.effective_from <= _INTERVAL_END,
+    or_(_VERSIONS.c.until.is_(None), _VERSIONS.c.until > UsageInterval.started_at),
 )
 
 
-async def accrued(session: AsyncSession, sandbox_id: str, at: datetime) -> amounts.Measure:
-    """Everything the sandbox has cost so far, exact (for the sandbox's own view): the same sum
-    as its statement's total, from the same `price_interval`."""
-    rows = await session.execute(_ACCRUED, {"sandbox_id": sandbox_id, "at": at})
+def _with_accrued(in_team: bool) -> Select[Sandbox, UsageInterval, PriceBook]:
+    query = (
+        select(Sandbox, UsageInterval, _VERSION)
+        .outerjoin(UsageInterval, UsageInterval.sandbox_id == Sandbox.id)
+        .outerjoin(_VERSION, _IN_FORCE)
+        .where(Sandbox.id == bindparam("sandbox_id"))
+        .order_by(UsageInterval.started_at, UsageInterval.id, _VERSION.effective_from)
+    )
+    return query.where(Sandbox.team_id == bindparam("team_id")) if in_team else query
+
+
+# Built once, by whether the lookup is scoped to a team (see `sandboxes.repository._lookups`).
+_WITH_ACCRUED = {in_team: _with_accrued(in_team) for in_team in (False, True)}
+
+
+async def with_accrued(
+    session: AsyncSession, actor: Actor, sandbox_id: str, at: datetime
+) -> tuple[Sandbox, amounts.Measure]:
+    """The sandbox if the actor may see it (else 404, as `access.load`), and everything it has
+    cost so far, exact: the same sum as its statement's total, from the same
+    `price_interval`."""
+    team_id = access.visible_team(actor)
+    params = {"sandbox_id": sandbox_id, "at": at}
+    if team_id is not None:
+        params["team_id"] = team_id
+    rows = (await session.execute(_WITH_ACCRUED[team_id is not None], params)).all()
+    sandbox = access.visible(actor, rows[0][0] if rows else None, sandbox_id)
     total = amounts.ZERO
-    for interval, pairs in groupby(rows, key=lambda row: row[0]):
+    # A sandbox that never ran has one row, with no interval.
+    priced = [(interval, version) for _, interval, version in rows if interval is not None]
+    for interval, pairs in groupby(priced, key=lambda pair: pair[0]):
         for line in price_interval(interval, [version for _, version in pairs], at):
             total = total + line.measure
-    return total
+    return sandbox, total

@@ -1,7 +1,7 @@
-"""`statements.accrued` (one statement: the intervals joined to the price versions in force
-during each) equals the cost statement's total (intervals and versions read apart), exactly,
-for random ledgers: intervals across price changes, starting or ending exactly on one, open,
-zero-length, and before any version but the first.
+"""`statements.with_accrued` (one statement: the sandbox, its intervals and the price
+versions in force during each, joined) equals the cost statement's total (intervals and
+versions read apart), exactly, for random ledgers: intervals across price changes, starting or
+ending exactly on one, open, zero-length, before any version but the first, and none at all.
 
 Each example writes its rows inside one transaction that is rolled back afterwards."""
 
@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app.identity.actor import Actor
 from app.tiers import TIERS
 from app.usage import amounts, statements
 from tests.usage import reference, rows
@@ -23,6 +24,7 @@ from tests.usage.reference import Interval, Version
 
 BASE = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SANDBOX = "sbx_accrued00001"
+TEAM_KEY = Actor(key_id="key-a", team_id="team-a", scopes=frozenset({"sandboxes:read"}))
 
 # Whole minutes hit version boundaries exactly; microseconds fall anywhere.
 offsets = st.one_of(
@@ -95,8 +97,9 @@ async def test_accrued_equals_the_statement_total(
             async with AsyncSession(bind=conn) as session:
                 lines = await statements.priced_intervals(session, SANDBOX, at)
                 expected = sum((line.measure for line in lines), amounts.ZERO)
-                got = await statements.accrued(session, SANDBOX, at)
+                sandbox, got = await statements.with_accrued(session, TEAM_KEY, SANDBOX, at)
         finally:
             await transaction.rollback()
 
+    assert sandbox.id == SANDBOX
     assert got == expected
