@@ -41,6 +41,7 @@ _ROW_COLUMNS = (
     Sandbox.missed_polls,
     Sandbox.pending_intent,
     Sandbox.pending_at,
+    Sandbox.updated_at,
 )
 
 

@@ -303,6 +303,17 @@ class TestPendingIntents:
         [resize] = plan_for([other], [small], at=100, previous=85).resizing
         assert resize.at == s(100), "another tier than asked: seen now"
 
+    def test_a_tier_recorded_after_the_poll_is_not_split_back_to_the_listed_one(self) -> None:
+        """A resize Corral recorded while the period ran: the poll (taken before it reached
+        the upstream) lists the old tier. Splitting back to it would bill the resized stretch
+        at the old tier; the next period's poll shows the new one."""
+        small = vm(specs={"cpu": 8, "memory": 16, "storage": 20})
+        resized = row(tier="Nano", updated_at=s(100.5))
+        assert plan_for([resized], [small], at=100, previous=85).resizing == []
+        settled = row(tier="Nano", updated_at=s(99.9))
+        [resize] = plan_for([settled], [small], at=100, previous=85).resizing
+        assert (resize.tier, resize.at) == ("Small", s(100))
+
     def test_a_stopped_sandbox_whose_delete_was_asked_is_looked_up(self) -> None:
         deleting = row(state="shutdown", pending_intent="deleted", pending_at=s(90))
         plan = plan_for([deleting], [], at=100, previous=85)
