@@ -56,7 +56,7 @@ class Row:
     missed_polls: int
     pending_intent: str | None = None
     pending_at: datetime | None = None
-    # When a move (or an edit) last wrote the row: the tier it holds was set by then.
+    # When Corral last wrote the row (a move or an edit): its tier was set by then.
     updated_at: datetime | None = None
 
 
@@ -208,12 +208,13 @@ def _fresh_listing(row: Row, vm: RunningVM, poll_at: datetime, grace: timedelta)
     )
 
 
-def _tier_listed(row: Row, poll_at: datetime) -> bool:
-    """Can the poll show the row's tier? Not when a resize was recorded after the poll was
-    taken: Corral records one once the upstream answered it, so a poll taken before may list
-    the old tier, and splitting back to it would bill the resized stretch at the old one. The
-    next period judges it."""
-    return row.updated_at is None or row.updated_at <= poll_at
+def _tier_listed(row: Row, poll_at: datetime, grace: timedelta) -> bool:
+    """Can the listing show the row's tier? Not when Corral wrote the row (a resize, or any
+    other move or edit: `updated_at` is all the row keeps) after the poll, or within `grace`
+    before it: Corral records a resize once the upstream answered it, and a listing taken
+    before that, or a snapshot up to `grace` old, lists the old tier. Splitting back to it
+    would bill the resized stretch at the old tier; a later period judges the row."""
+    return row.updated_at is None or row.updated_at <= poll_at - grace
 
 
 def intent_of(row: Row, poll_at: datetime, window: timedelta) -> str | None:
@@ -324,7 +325,7 @@ def _classify_running(
         elif _needs_sighting(row, active, poll_at, refresh):
             plan.sightings.append((row, active))
         tier = tier_of(vm)
-        if tier is not None and tier != row.tier and _tier_listed(row, poll_at):
+        if tier is not None and tier != row.tier and _tier_listed(row, poll_at, grace):
             # A resize Corral asked for and could not record happened when it was asked.
             at = poll_at
             if intent == f"resize:{tier}" and row.pending_at is not None:

@@ -186,6 +186,22 @@ class TestStaleListing:
         assert (await sandbox(runtime, created["id"])).state == "hibernated"
         assert len(await intervals(runtime, created["id"])) == 1
 
+    async def test_a_stale_listing_does_not_undo_a_resize_made_here(
+        self, client: httpx.AsyncClient, sim: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        headers = await factories.team_with_key(client)
+        created = await factories.sandbox(client, headers, tier="Nano")
+        await configure(sim, running_staleness_seconds=600)
+        await reconcile(runtime)  # cached while it runs at Nano
+        resized = await client.patch(
+            f"/v1/sandboxes/{created['id']}", json={"tier": "Small"}, headers=headers
+        )
+        assert resized.status_code == 200, resized.text
+        assert (await reconcile(runtime)).drift == {}
+        assert (await sandbox(runtime, created["id"])).tier == "Small"
+        tiers = [(i.tier, i.ended_at is None) for i in await intervals(runtime, created["id"])]
+        assert tiers == [("Nano", False), ("Small", True)]
+
 
 class TestUnresolved:
     async def test_a_lost_create_is_adopted_without_a_second_sandbox(
@@ -306,6 +322,10 @@ class TestTierChanged:
         created = await factories.sandbox(client, headers, tier="Nano")
         response = await sim.put(f"/vm/{created['upstream_id']}/specs", json={"tier": "Small"})
         assert response.status_code == 200, response.text
+        # Written here moments ago: a listing within the grace may predate the row's tier.
+        assert (await reconcile(runtime)).drift == {}
+        grace = runtime.settings.reconcile_sighting_grace_seconds
+        await sim.post("/_simulator/clock/advance", json={"seconds": grace + 10})
         summary = await reconcile(runtime)
         assert summary.drift == {"tier_changed": 1}
         assert (await sandbox(runtime, created["id"])).tier == "Small"
