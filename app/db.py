@@ -93,9 +93,10 @@ def database_url(settings: Settings) -> str:
 # A connection back in the pool for less than this is handed out untested. A restart takes
 # longer than this (a fast shutdown alone checkpoints), so a connection that was used this
 # recently still talks to the server it was opened on; what the test would cost on each of
-# them is one round trip per checkout (bench/pool_ping.py). A lone connection killed in that
-# window (`pg_terminate_backend`) fails its next statement: a 503, and the failure discards
-# every pooled connection opened before it.
+# them is one round trip per checkout (bench/pool_ping.py). A connection that dies in that
+# window while a server answers at once (a killed backend, a failover behind the same
+# address) fails its next statement: a 503, and the failure discards every pooled connection
+# opened before it (docs/decisions.md, Transactions).
 PING_AFTER_IDLE_SECONDS = 0.1
 
 

@@ -168,8 +168,9 @@ async def with_accrued(
     rows = (await session.execute(_WITH_ACCRUED[team_id is not None], params)).all()
     sandbox = access.visible(actor, rows[0][0] if rows else None, sandbox_id)
     total = amounts.ZERO
-    # A sandbox that never ran has one row, with no interval.
-    priced = [(interval, version) for _, interval, version in rows if interval is not None]
+    # A sandbox that never ran has one row, with no interval; an interval no version was in
+    # force for (none can be: a version from 1970 is seeded) prices nothing.
+    priced = [(i, version) for _, i, version in rows if i is not None and version is not None]
     for interval, pairs in groupby(priced, key=lambda pair: pair[0]):
         for line in price_interval(interval, [version for _, version in pairs], at):
             total = total + line.measure
