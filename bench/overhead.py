@@ -10,6 +10,8 @@ alike):
     list 20   GET /sandbox?page_size=20   vs  GET /v1/sandboxes?limit=20  and  /csb/sandbox
     running   GET /vm/running             vs  GET /csb/vm/running
     cycle     POST /vm/{id}/hibernate + /start  vs  POST /v1/sandboxes/{id}/hibernate + /start
+    cycled    the get again, of the sandbox the cycles gave an interval per start (`--requests`
+              + 21 of them)
 
 and reports p50/p90/p99 of each side in milliseconds, with the added p50 (Corral - direct).
 Prints one JSON object and a table (`--json-only`: the JSON alone).
@@ -254,6 +256,12 @@ async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
             )
             for row in ("hibernate", "start", "hibernate+start"):
                 rows[f"{row} (native)"] = cycle[row]
+            # The cycled sandbox now has an interval per start: a read must not grow with them.
+            rows["get, cycled (native)"] = await meter.measure(
+                n,
+                get(f"{sim}/sandbox/{direct_vm}", sim_headers),
+                get(f"{crl}/v1/sandboxes/{ids[1]}", team),
+            )
     return {
         "benchmark": "overhead",
         "requests_per_row": args.requests,

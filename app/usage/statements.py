@@ -9,12 +9,15 @@ exactly and rounded once, like a report's total.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from itertools import groupby
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import DateTime, Select, and_, bindparam, func, or_, select
+from sqlalchemy import DateTime, Engine, Select, and_, bindparam, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -132,27 +135,108 @@ _INTERVAL_END = func.greatest(
 # A sandbox's intervals, each with the versions in force at some instant of it (`<=`: a
 # zero-length interval is priced by the version in force at its start, which may start then;
 # a version starting exactly at an interval's end comes too, and prices nothing). That is the
-# consecutive run of versions `price_interval` needs, in the statement that loads the sandbox:
-# one round trip for a sandbox's view, not three.
+# consecutive run of versions `price_interval` needs, in the statement that reads the
+# intervals.
 _IN_FORCE = and_(
     _VERSION.effective_from <= _INTERVAL_END,
     or_(_VERSIONS.c.until.is_(None), _VERSIONS.c.until > UsageInterval.started_at),
 )
 
 
-def _with_accrued(in_team: bool) -> Select[Sandbox, UsageInterval, PriceBook]:
+# The mark of a sandbox's closed intervals: how many, and the highest id. A closed interval
+# never changes (`transitions` closes an open one, once), no price version takes effect in
+# time already run (`prices.py`), and ids come from an identity, never reused: so the mark
+# names the closed intervals' priced total, which is kept (`_closed_totals`) instead of being
+# priced again on every read. At most one interval is open, and it has the highest id.
+_CLOSED = aliased(UsageInterval)
+_CLOSED_MARK = (
+    select(
+        func.count().label("closed_count"),
+        func.coalesce(func.max(_CLOSED.id), 0).label("closed_last_id"),
+    )
+    .where(_CLOSED.sandbox_id == Sandbox.id, _CLOSED.ended_at.is_not(None))
+    .lateral("closed")
+)
+
+
+def _open_with_mark(in_team: bool) -> Select[Sandbox, UsageInterval, PriceBook, int, int]:
+    """The sandbox, its open interval (if any) with the versions in force, and the mark."""
     query = (
-        select(Sandbox, UsageInterval, _VERSION)
-        .outerjoin(UsageInterval, UsageInterval.sandbox_id == Sandbox.id)
+        select(
+            Sandbox,
+            UsageInterval,
+            _VERSION,
+            _CLOSED_MARK.c.closed_count,
+            _CLOSED_MARK.c.closed_last_id,
+        )
+        .select_from(Sandbox)
+        .join(_CLOSED_MARK, true())
+        .outerjoin(
+            UsageInterval,
+            and_(UsageInterval.sandbox_id == Sandbox.id, UsageInterval.ended_at.is_(None)),
+        )
         .outerjoin(_VERSION, _IN_FORCE)
         .where(Sandbox.id == bindparam("sandbox_id"))
-        .order_by(UsageInterval.started_at, UsageInterval.id, _VERSION.effective_from)
+        .order_by(_VERSION.effective_from)
     )
     return query.where(Sandbox.team_id == bindparam("team_id")) if in_team else query
 
 
 # Built once, by whether the lookup is scoped to a team (see `sandboxes.repository._lookups`).
-_WITH_ACCRUED = {in_team: _with_accrued(in_team) for in_team in (False, True)}
+_OPEN_WITH_MARK = {in_team: _open_with_mark(in_team) for in_team in (False, True)}
+# The closed intervals up to a mark's highest id, with the versions in force during each.
+_CLOSED_PRICED = (
+    select(UsageInterval, _VERSION)
+    .join(_VERSION, _IN_FORCE)
+    .where(
+        UsageInterval.sandbox_id == bindparam("sandbox_id"),
+        UsageInterval.ended_at.is_not(None),
+        UsageInterval.id <= bindparam("last_id"),
+    )
+    .order_by(UsageInterval.started_at, UsageInterval.id, _VERSION.effective_from)
+)
+
+Mark = tuple[int, int]
+# Per engine (each engine is one database): sandbox id -> (mark, priced total), the least
+# recently read dropped first beyond `CLOSED_TOTALS_KEPT`.
+_closed_totals: WeakKeyDictionary[Engine, OrderedDict[str, tuple[Mark, amounts.Measure]]] = (
+    WeakKeyDictionary()
+)
+CLOSED_TOTALS_KEPT = 10_000
+
+
+def _priced_sum(pairs: Iterable[tuple[UsageInterval, PriceBook]], at: datetime) -> amounts.Measure:
+    """The sum of `price_interval` over intervals, each given with its versions in force,
+    ordered by interval."""
+    total = amounts.ZERO
+    for interval, run in groupby(pairs, key=lambda pair: pair[0]):
+        for line in price_interval(interval, [version for _, version in run], at):
+            total = total + line.measure
+    return total
+
+
+async def _closed_total(
+    session: AsyncSession, sandbox_id: str, mark: Mark, at: datetime
+) -> amounts.Measure:
+    if mark[0] == 0:
+        return amounts.ZERO
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    kept = _closed_totals.setdefault(engine, OrderedDict())
+    hit = kept.get(sandbox_id)
+    if hit is not None and hit[0] == mark:
+        kept.move_to_end(sandbox_id)
+        return hit[1]
+    params = {"sandbox_id": sandbox_id, "last_id": mark[1], "at": at}
+    pairs = [(i, v) for i, v in await session.execute(_CLOSED_PRICED, params)]
+    total = _priced_sum(pairs, at)
+    # Kept only when what was priced is what the mark counts.
+    if len({interval.id for interval, _ in pairs}) == mark[0]:
+        kept[sandbox_id] = (mark, total)
+        kept.move_to_end(sandbox_id)
+        while len(kept) > CLOSED_TOTALS_KEPT:
+            kept.popitem(last=False)
+    return total
 
 
 async def with_accrued(
@@ -160,18 +244,16 @@ async def with_accrued(
 ) -> tuple[Sandbox, amounts.Measure]:
     """The sandbox if the actor may see it (else 404, as `access.load`), and everything it has
     cost so far, exact: the same sum as its statement's total, from the same
-    `price_interval`."""
+    `price_interval`. One statement while the closed intervals' total is kept; a second,
+    for the closed intervals, when it is not."""
     team_id = access.visible_team(actor)
     params = {"sandbox_id": sandbox_id, "at": at}
     if team_id is not None:
         params["team_id"] = team_id
-    rows = (await session.execute(_WITH_ACCRUED[team_id is not None], params)).all()
+    rows = (await session.execute(_OPEN_WITH_MARK[team_id is not None], params)).all()
     sandbox = access.visible(actor, rows[0][0] if rows else None, sandbox_id)
-    total = amounts.ZERO
-    # A sandbox that never ran has one row, with no interval; an interval no version was in
-    # force for (none can be: a version from 1970 is seeded) prices nothing.
-    priced = [(i, version) for _, i, version in rows if i is not None and version is not None]
-    for interval, pairs in groupby(priced, key=lambda pair: pair[0]):
-        for line in price_interval(interval, [version for _, version in pairs], at):
-            total = total + line.measure
-    return sandbox, total
+    mark = (int(rows[0][3]), int(rows[0][4]))
+    # No open interval: one row, with none; an interval no version was in force for (none
+    # can be: a version from 1970 is seeded) prices nothing.
+    open_pairs = [(i, v) for _, i, v, _, _ in rows if i is not None and v is not None]
+    return sandbox, await _closed_total(session, sandbox.id, mark, at) + _priced_sum(open_pairs, at)

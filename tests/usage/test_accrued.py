@@ -12,19 +12,27 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app import clock
+from app.db import reading
 from app.identity.actor import Actor
+from app.runtime import Runtime
 from app.tiers import TIERS
-from app.usage import amounts, statements
+from app.usage import amounts, ledger, statements
+from app.usage import repository as usage_repository
+from tests.fixtures import factories
 from tests.usage import reference, rows
 from tests.usage.reference import Interval, Version
 
 BASE = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SANDBOX = "sbx_accrued00001"
 TEAM_KEY = Actor(key_id="key-a", team_id="team-a", scopes=frozenset({"sandboxes:read"}))
+ADMIN = Actor(key_id="admin", team_id=None, scopes=frozenset({"admin"}), is_admin=True)
 
 # Whole minutes hit version boundaries exactly; microseconds fall anywhere.
 offsets = st.one_of(
@@ -94,12 +102,71 @@ async def test_accrued_equals_the_statement_total(
             await rows.sandboxes(conn, {SANDBOX: ("team-a", None)})
             await rows.versions(conn, versions[1:])
             await rows.intervals(conn, intervals)
+            # Each example reuses the interval ids of the last, which the kept totals assume
+            # never happens (ids come from an identity): start each from none kept.
+            statements._closed_totals.clear()
             async with AsyncSession(bind=conn) as session:
                 lines = await statements.priced_intervals(session, SANDBOX, at)
                 expected = sum((line.measure for line in lines), amounts.ZERO)
                 sandbox, got = await statements.with_accrued(session, TEAM_KEY, SANDBOX, at)
+                # The second read takes the closed intervals' total kept by the first.
+                _, again = await statements.with_accrued(session, TEAM_KEY, SANDBOX, at)
         finally:
             await transaction.rollback()
 
     assert sandbox.id == SANDBOX
     assert got == expected
+    assert again == expected
+
+
+async def test_the_closed_intervals_total_is_kept_until_another_closes(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    headers = await factories.team_with_key(client, "cycling")
+    sandbox_id = (await factories.sandbox(client, headers))["id"]
+
+    async def cycle() -> None:
+        for verb in ("hibernate", "start"):
+            response = await client.post(f"/v1/sandboxes/{sandbox_id}/{verb}", headers=headers)
+            assert response.status_code == 200, response.text
+
+    async def read() -> tuple[amounts.Measure, amounts.Measure, int]:
+        """with_accrued's total, the statement's, and the statements the read sent."""
+        sent: list[str] = []
+
+        def count(*args: Any) -> None:
+            sent.append(args[2])
+
+        at = clock.now()
+        async with reading(runtime.sessions) as session:
+            lines = await statements.priced_intervals(session, sandbox_id, at)
+            event.listen(runtime.engine.sync_engine, "before_cursor_execute", count)
+            try:
+                _, total = await statements.with_accrued(session, ADMIN, sandbox_id, at)
+            finally:
+                event.remove(runtime.engine.sync_engine, "before_cursor_execute", count)
+        return total, sum((line.measure for line in lines), amounts.ZERO), len(sent)
+
+    for _ in range(3):
+        await cycle()
+    total, expected, sent = await read()
+    assert (total, sent) == (expected, 2)  # the closed intervals priced, and kept
+    total, expected, sent = await read()
+    assert (total, sent) == (expected, 1)  # the kept total, and the open interval
+    await cycle()  # one more closed interval: a new mark
+    total, expected, sent = await read()
+    assert (total, sent) == (expected, 2)
+    assert expected.billed_minutes >= 4  # not a vacuous equality
+
+    # A mark read before the last interval closed (a read racing a close) prices only the
+    # intervals it counts, not the one closed since.
+    statements._closed_totals.clear()
+    async with reading(runtime.sessions) as session:
+        intervals = await ledger.intervals_of(session, sandbox_id)
+        earlier = [i for i in intervals if i.ended_at is not None][:-1]
+        versions = await usage_repository.price_versions(session)
+        at = clock.now()
+        mark = (len(earlier), max(i.id for i in earlier))
+        total = await statements._closed_total(session, sandbox_id, mark, at)
+    lines = [line for i in earlier for line in statements.price_interval(i, versions, at)]
+    assert total == sum((line.measure for line in lines), amounts.ZERO)
