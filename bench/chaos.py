@@ -29,8 +29,10 @@ billed upstream and seen by no control plane; the figures measure what Corral ca
 Measured: requests by status and by verb x status, p50/p99 latency per verb, the most VMs
 running upstream at once (sampled every 200 ms) against the org limit, sandboxes not converged
 after the quiet, VMs whose billed minutes differ from the simulator's ledger, total credits
-Corral vs upstream. Billed minutes of still-open intervals and stretches are counted on both
-sides up to the same instant (the simulator's clock after the snapshot). Prints one JSON object
+Corral vs upstream, and sandboxes whose own GET shows another total than their cost statement
+(compared where both are fixed: every interval closed). Billed minutes of still-open intervals
+and stretches are counted on both sides up to the same instant (the simulator's clock after the
+snapshot). Prints one JSON object
 and a table; exits 1 when a target fails, 2 when the scenario could not be set up.
 
     .venv/bin/python bench/chaos.py [--seconds 40] [--replicas 2] [--seed 1] [--json-only]
@@ -738,6 +740,10 @@ class Run:
                 response = await self.control("GET", f"/v1/sandboxes/{sandbox_id}/cost")
                 if response.status_code == 200:
                     out[sandbox_id] = response.json()
+                    # The sandbox's own view, read after: `reads_not_matching_statements`.
+                    read = await self.control("GET", f"/v1/sandboxes/{sandbox_id}")
+                    if read.status_code == 200:
+                        out[sandbox_id]["read"] = read.json()
 
         await asyncio.gather(*(one(s["id"]) for s in sandboxes))
         return out
@@ -852,6 +858,21 @@ def grep_logs(logs: Path, needles: list[str], limit: int = 10) -> list[str]:
                 if len(lines) >= limit:
                     return lines
     return lines
+
+
+def read_disagrees(statement: dict[str, Any]) -> bool:
+    """A sandbox's GET, read after its cost statement, shows another total than the statement,
+    though both are fixed: every interval closed, and the sandbox still stopped."""
+    read = statement.get("read")
+    if read is None or read.get("accrued") is None or read["state"] == "running":
+        return False
+    if any(line["ended_at"] is None for line in statement["lines"]):
+        return False
+    shown, total = read["accrued"], statement["total"]
+    return (int(shown["billed_minutes"]), Decimal(str(shown["credits"]))) != (
+        int(total["billed_minutes"]),
+        Decimal(str(total["credits"])),
+    )
 
 
 def corral_bill(statement: dict[str, Any] | None, at: datetime) -> tuple[int, Fraction, int]:
@@ -987,6 +1008,7 @@ async def report(
     corral_credits, upstream_credits, inconsistent = Fraction(0), Fraction(0), 0
     corral_minutes_total, upstream_minutes_total = 0, 0
     corral_by_vm: dict[str, tuple[int, Fraction]] = {}
+    reads_disagreeing = [s for s in statements.values() if read_disagrees(s)]
     for sandbox in sandboxes:
         minutes, credits, bad = corral_bill(statements.get(sandbox["id"]), at)
         inconsistent += bad
@@ -1026,6 +1048,7 @@ async def report(
         "all_converged": not unconverged,
         "billed_minutes_match": not minute_mismatches,
         "credit_error_within_tolerance": round(abs(error_pct), 2) <= credit_tolerance,
+        "reads_match_statements": not reads_disagreeing,
     }
 
     for item in stats.answers_500[:SHOW]:
@@ -1111,6 +1134,11 @@ async def report(
             "upstream_credits": f"{float(upstream_credits):.6f}",
             "credit_error_pct": round(error_pct, 4),
             "statement_lines_not_adding_up": inconsistent,
+            "reads_not_matching_statements": [
+                {"sandbox_id": s["sandbox_id"], "read": s["read"]["accrued"], "total": s["total"]}
+                for s in reads_disagreeing[:SHOW]
+            ],
+            "reads_compared": sum(1 for s in statements.values() if "read" in s),
         },
         "reconciler": {
             "runs_seen": len(runs),
