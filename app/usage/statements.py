@@ -143,11 +143,13 @@ _IN_FORCE = and_(
 )
 
 
-# The mark of a sandbox's closed intervals: how many, and the highest id. A closed interval
-# never changes (`transitions` closes an open one, once), no price version takes effect in
-# time already run (`prices.py`), and ids come from an identity, never reused: so the mark
-# names the closed intervals' priced total, which is kept (`_closed_totals`) instead of being
-# priced again on every read. At most one interval is open, and it has the highest id.
+# The mark of a sandbox's closed intervals: how many, the highest id, and the price book's
+# own mark (versions, highest id; `ledger.price_table_marked`). A closed interval never
+# changes (`transitions` closes an open one, once) and interval ids come from an identity,
+# never reused; a version may take effect up to `prices.CLOCK_SKEW` in the past, or at an
+# instant taken before it committed, so the book's mark is part of it. Together they name the
+# closed intervals' priced total, which is kept (`_closed_totals`) instead of being priced
+# again on every read. At most one interval is open, and it has the highest id.
 _CLOSED = aliased(UsageInterval)
 _CLOSED_MARK = (
     select(
@@ -157,9 +159,13 @@ _CLOSED_MARK = (
     .where(_CLOSED.sandbox_id == Sandbox.id, _CLOSED.ended_at.is_not(None))
     .lateral("closed")
 )
+_BOOK_VERSIONS = select(func.count()).select_from(PriceBook).scalar_subquery()
+_BOOK_LAST_ID = select(func.coalesce(func.max(PriceBook.id), 0)).scalar_subquery()
 
 
-def _open_with_mark(in_team: bool) -> Select[Sandbox, UsageInterval, PriceBook, int, int]:
+def _open_with_mark(
+    in_team: bool,
+) -> Select[Sandbox, UsageInterval, PriceBook, int, int, int, int]:
     """The sandbox, its open interval (if any) with the versions in force, and the mark."""
     query = (
         select(
@@ -168,6 +174,8 @@ def _open_with_mark(in_team: bool) -> Select[Sandbox, UsageInterval, PriceBook, 
             _VERSION,
             _CLOSED_MARK.c.closed_count,
             _CLOSED_MARK.c.closed_last_id,
+            _BOOK_VERSIONS,
+            _BOOK_LAST_ID,
         )
         .select_from(Sandbox)
         .join(_CLOSED_MARK, true())
@@ -196,7 +204,8 @@ _CLOSED_PRICED = (
     .order_by(UsageInterval.started_at, UsageInterval.id, _VERSION.effective_from)
 )
 
-Mark = tuple[int, int]
+# (closed intervals, their highest id, price-book versions, the book's highest id)
+Mark = tuple[int, int, int, int]
 # Per engine (each engine is one database): sandbox id -> (mark, priced total), the least
 # recently read dropped first beyond `CLOSED_TOTALS_KEPT`.
 _closed_totals: WeakKeyDictionary[Engine, OrderedDict[str, tuple[Mark, amounts.Measure]]] = (
@@ -252,8 +261,8 @@ async def with_accrued(
         params["team_id"] = team_id
     rows = (await session.execute(_OPEN_WITH_MARK[team_id is not None], params)).all()
     sandbox = access.visible(actor, rows[0][0] if rows else None, sandbox_id)
-    mark = (int(rows[0][3]), int(rows[0][4]))
+    mark = (int(rows[0][3]), int(rows[0][4]), int(rows[0][5]), int(rows[0][6]))
     # No open interval: one row, with none; an interval no version was in force for (none
     # can be: a version from 1970 is seeded) prices nothing.
-    open_pairs = [(i, v) for _, i, v, _, _ in rows if i is not None and v is not None]
+    open_pairs = [(row[1], row[2]) for row in rows if row[1] is not None and row[2] is not None]
     return sandbox, await _closed_total(session, sandbox.id, mark, at) + _priced_sum(open_pairs, at)

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app import clock
@@ -166,7 +166,33 @@ async def test_the_closed_intervals_total_is_kept_until_another_closes(
         earlier = [i for i in intervals if i.ended_at is not None][:-1]
         versions = await usage_repository.price_versions(session)
         at = clock.now()
-        mark = (len(earlier), max(i.id for i in earlier))
+        book = (await session.execute(text(f"SELECT {usage_repository.BOOK_MARK}"))).one()
+        mark = (len(earlier), max(i.id for i in earlier), *book)
         total = await statements._closed_total(session, sandbox_id, mark, at)
     lines = [line for i in earlier for line in statements.price_interval(i, versions, at)]
     assert total == sum((line.measure for line in lines), amounts.ZERO)
+
+
+async def test_a_version_taking_effect_in_a_closed_interval_reprices_it(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """A version may take effect up to `prices.CLOCK_SKEW` in the past, inside an interval
+    already closed and whose total is kept: the next read prices it again, as the statement
+    does."""
+    headers = await factories.team_with_key(client, "repriced")
+    sandbox_id = (await factories.sandbox(client, headers))["id"]
+    for verb in ("hibernate", "start"):
+        response = await client.post(f"/v1/sandboxes/{sandbox_id}/{verb}", headers=headers)
+        assert response.status_code == 200, response.text
+    before = (await client.get(f"/v1/sandboxes/{sandbox_id}", headers=headers)).json()
+    version = {
+        "credits_per_hour": {tier: "999" for tier in TIERS},
+        "credit_usd": "0.5",
+        "effective_from": (clock.now() - timedelta(seconds=30)).isoformat(),
+    }
+    created = await client.put("/v1/admin/prices", json=version, headers=factories.ADMIN)
+    assert created.status_code == 201, created.text
+    after = (await client.get(f"/v1/sandboxes/{sandbox_id}", headers=headers)).json()
+    cost = (await client.get(f"/v1/sandboxes/{sandbox_id}/cost", headers=headers)).json()
+    assert Decimal(after["accrued"]["credits"]) == Decimal(cost["total"]["credits"])
+    assert Decimal(after["accrued"]["credits"]) > Decimal(before["accrued"]["credits"])
