@@ -860,15 +860,17 @@ def grep_logs(logs: Path, needles: list[str], limit: int = 10) -> list[str]:
     return lines
 
 
-def read_disagrees(statement: dict[str, Any]) -> bool:
-    """A sandbox's GET, read after its cost statement, shows another total than the statement,
-    though both are fixed: every interval closed, and the sandbox still stopped."""
+def comparable(statement: dict[str, Any]) -> bool:
+    """A sandbox's GET, read after its cost statement, must show the statement's total where
+    both are fixed: every interval closed, and the sandbox still stopped."""
     read = statement.get("read")
     if read is None or read.get("accrued") is None or read["state"] == "running":
         return False
-    if any(line["ended_at"] is None for line in statement["lines"]):
-        return False
-    shown, total = read["accrued"], statement["total"]
+    return all(line["ended_at"] is not None for line in statement["lines"])
+
+
+def read_disagrees(statement: dict[str, Any]) -> bool:
+    shown, total = statement["read"]["accrued"], statement["total"]
     return (int(shown["billed_minutes"]), Decimal(str(shown["credits"]))) != (
         int(total["billed_minutes"]),
         Decimal(str(total["credits"])),
@@ -1008,7 +1010,8 @@ async def report(
     corral_credits, upstream_credits, inconsistent = Fraction(0), Fraction(0), 0
     corral_minutes_total, upstream_minutes_total = 0, 0
     corral_by_vm: dict[str, tuple[int, Fraction]] = {}
-    reads_disagreeing = [s for s in statements.values() if read_disagrees(s)]
+    compared = [s for s in statements.values() if comparable(s)]
+    reads_disagreeing = [s for s in compared if read_disagrees(s)]
     for sandbox in sandboxes:
         minutes, credits, bad = corral_bill(statements.get(sandbox["id"]), at)
         inconsistent += bad
@@ -1138,7 +1141,7 @@ async def report(
                 {"sandbox_id": s["sandbox_id"], "read": s["read"]["accrued"], "total": s["total"]}
                 for s in reads_disagreeing[:SHOW]
             ],
-            "reads_compared": sum(1 for s in statements.values() if "read" in s),
+            "reads_compared": len(compared),
         },
         "reconciler": {
             "runs_seen": len(runs),
