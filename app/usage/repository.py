@@ -60,10 +60,9 @@ async def price_points(db: AsyncSession | AsyncConnection) -> Sequence[Row[Any]]
 
 # The price book's mark (`ledger.price_table_marked`), as two columns for a statement that
 # is sent anyway to carry: how many versions, and the highest id.
-BOOK_MARK = (
-    "(SELECT count(*) FROM price_books) AS book_versions,"
-    " (SELECT coalesce(max(id), 0) FROM price_books) AS book_last_id"
-)
+BOOK_VERSIONS = "(SELECT count(*) FROM price_books)"
+BOOK_LAST_ID = "(SELECT coalesce(max(id), 0) FROM price_books)"
+BOOK_MARK = f"{BOOK_VERSIONS} AS book_versions, {BOOK_LAST_ID} AS book_last_id"
 
 
 class PriceVersion(Protocol):

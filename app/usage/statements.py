@@ -17,7 +17,19 @@ from decimal import Decimal
 from itertools import groupby
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import DateTime, Engine, Select, and_, bindparam, func, or_, select, true
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Engine,
+    Select,
+    and_,
+    bindparam,
+    func,
+    literal_column,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -159,8 +171,8 @@ _CLOSED_MARK = (
     .where(_CLOSED.sandbox_id == Sandbox.id, _CLOSED.ended_at.is_not(None))
     .lateral("closed")
 )
-_BOOK_VERSIONS = select(func.count()).select_from(PriceBook).scalar_subquery()
-_BOOK_LAST_ID = select(func.coalesce(func.max(PriceBook.id), 0)).scalar_subquery()
+_BOOK_VERSIONS = literal_column(repository.BOOK_VERSIONS, BigInteger)
+_BOOK_LAST_ID = literal_column(repository.BOOK_LAST_ID, BigInteger)
 
 
 def _open_with_mark(
