@@ -276,15 +276,16 @@ async def running_vms(rt: Runtime, actor: Actor) -> dict[str, Any]:
     become a date in 1970 there)."""
     assert actor.team_id is not None
     at = clock.now()
-    # Reads alone, each its own snapshot: the answer is a listing, as the upstream's is.
+    # Unlocked reads: the answer is a listing, as the upstream's is. Every row carries the
+    # limits; the VM columns are NULL on the one row when none runs.
     async with reading(rt.sessions) as session:
         rows = await compat_repository.running(session, team_id=actor.team_id, owner=actor.owner)
-        limits = await compat_repository.limits(session, actor.team_id)
+        limits = rows[0]
         # The price book read once, not once per VM, and only when it changed.
         mark = (limits.book_versions, limits.book_last_id)
         prices = await ledger.price_table_marked(await session.connection(), mark)
     vms = []
-    for row in rows:
+    for row in rows if limits.upstream_id is not None else ():
         rate, _ = prices.price(row.tier, at)
         vms.append(
             {

@@ -226,6 +226,27 @@ async def test_running_vms_state_the_orgs_limit_for_a_team_without_a_cap(
     assert running["concurrent_vm_count"] == 1 and running["concurrent_vm_limit"] == 7
 
 
+async def test_running_vms_are_the_owners_newest_first_and_none_still_state_the_limit(
+    client: httpx.AsyncClient,
+) -> None:
+    headers = await factories.team_with_key(client, "listing", max_concurrent=5)
+    alice = {**headers, "X-Corral-Owner": "alice"}
+    bob = {**headers, "X-Corral-Owner": "bob"}
+    empty = _data(await client.get("/csb/vm/running", headers=alice))
+    assert empty == {"concurrent_vm_count": 0, "concurrent_vm_limit": 5, "vms": []}
+    first, second = await _create(client, alice), await _create(client, alice)
+    theirs = await _create(client, bob)
+    await client.post(f"/csb/vm/{second}/hibernate", headers=alice)
+    _data(await client.post(f"/csb/vm/{second}/start", json={}, headers=alice))  # newest now
+    running = _data(await client.get("/csb/vm/running", headers=alice))
+    assert [vm["id"] for vm in running["vms"]] == [second, first]
+    assert running["concurrent_vm_count"] == 2
+    team = _data(await client.get("/csb/vm/running", headers=headers))
+    assert [vm["id"] for vm in team["vms"]] == [second, theirs, first]
+    await client.post(f"/csb/vm/{theirs}/hibernate", headers=bob)
+    assert _data(await client.get("/csb/vm/running", headers=bob))["vms"] == []
+
+
 async def test_owner_header_scopes_what_the_key_sees(client: httpx.AsyncClient) -> None:
     headers = await factories.team_with_key(client, "search-ui")
     alice = {**headers, "X-Corral-Owner": "alice"}
