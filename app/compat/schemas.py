@@ -7,12 +7,11 @@ Bodies declare every field the upstream spec has that Corral can honour and refu
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import Field
 
 from app.inputs import Instant, RequestBody
-from app.models import Sandbox
 from app.tiers import Tier
 
 # Upstream sandbox ids as they may appear in a /csb URL; a fork source may also be
@@ -100,7 +99,24 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def sandbox_view(sandbox: Sandbox) -> dict[str, Any]:
+class Viewed(Protocol):
+    """What `sandbox_view` shows of a sandbox: a `Sandbox`, or a row of just these."""
+
+    @property
+    def upstream_id(self) -> str | None: ...
+    @property
+    def title(self) -> str | None: ...
+    @property
+    def privacy(self) -> int: ...
+    @property
+    def tags(self) -> list[str]: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+
+
+def sandbox_view(sandbox: Viewed) -> dict[str, Any]:
     """A Corral sandbox as the upstream's `Sandbox` object, named by its upstream id."""
     return {
         "id": sandbox.upstream_id,
